@@ -1,0 +1,96 @@
+"""Shared fixtures. Airflow reads AIRFLOW_HOME at import, so it is set before anything imports airflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="scriptrunner-airflow-home-"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+import pytest  # noqa: E402
+import tenacity  # noqa: E402
+
+from airflow_provider_scriptrunner.hooks import scriptrunner as hook_module  # noqa: E402
+
+BASE_URL = "http://sr.test:8080"
+TOKEN = "s3cr3t-token-value"
+
+
+@pytest.fixture
+def set_connection(monkeypatch):
+    """Define the ``scriptrunner_default`` connection (JSON form) through its environment variable."""
+
+    def _set(conn_id: str = "scriptrunner_default", **fields):
+        fields.setdefault("conn_type", "scriptrunner")
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(fields))
+
+    return _set
+
+
+@pytest.fixture
+def conn(set_connection):
+    """A plain connection to http://sr.test:8080 with no auth."""
+    set_connection(host="sr.test", port=8080)
+    return BASE_URL
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch):
+    """Keep the real retry rules but drop the backoff sleeps."""
+    monkeypatch.setattr(hook_module, "RETRY_WAIT", tenacity.wait_none())
+
+
+def job_body(job_id: str = "job_1_1", status: str = "running", **overrides):
+    """A job object as the server returns it."""
+    body = {
+        "ok": True,
+        "jobId": job_id,
+        "scriptId": "quick-echo",
+        "mode": "async",
+        "status": status,
+        "code": None,
+        "createdAt": "2026-01-01T00:00:00.000Z",
+        "startedAt": "2026-01-01T00:00:00.010Z",
+        "endedAt": None,
+        "durationMs": None,
+        "stdoutSize": 0,
+        "stderrSize": 0,
+        "stdoutTruncated": False,
+        "stderrTruncated": False,
+        "stdoutPreview": "",
+        "stderrPreview": "",
+        "stdoutRef": f"{job_id}.stdout.log",
+        "stderrRef": f"{job_id}.stderr.log",
+    }
+    if status in ("succeeded", "failed", "timed_out", "canceled"):
+        body.update(code=0 if status == "succeeded" else -1, endedAt="2026-01-01T00:00:01.000Z", durationMs=990)
+    body.update(overrides)
+    return body
+
+
+def log_page_callback(streams: dict[str, bytes], truncated: bool = False):
+    """A requests-mock callback that pages byte blobs exactly as script-runner does."""
+    from urllib.parse import parse_qs, urlsplit
+
+    def callback(request, context):
+        query = parse_qs(urlsplit(request.url).query)
+        stream = query["stream"][0]
+        offset = int(query.get("offset", ["0"])[0])
+        limit = int(query.get("limit", ["65536"])[0])
+        blob = streams[stream]
+        end = min(len(blob), offset + limit) if offset < len(blob) else offset
+        context.status_code = 200
+        return {
+            "ok": True,
+            "jobId": request.path.split("/")[2],
+            "stream": stream,
+            "offset": offset,
+            "nextOffset": end,
+            "totalSize": len(blob),
+            "truncated": truncated,
+            "data": blob[offset:end].decode("utf-8", errors="replace"),
+        }
+
+    return callback
