@@ -11,17 +11,16 @@ PACKAGE_NAME = "airflow-provider-scriptrunner"
 #: Relabelled, hidden and placeholder fields of the connection form, in the hook-method form
 #: (Airflow 3.1). ``get_provider_info`` carries the same in the provider-info form (3.2+).
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden_fields": ["extra"],
+    # The scheme goes in Host as a URL (https://...); Schema stays usable from URI/JSON connections.
+    "hidden_fields": ["schema"],
     "relabeling": {
         "host": "Host or base URL",
-        "schema": "Scheme (http or https)",
         "login": "Login (HTTP Basic, optional)",
         "password": "API token, or password with Login (optional)",
     },
     "placeholders": {
         "host": "localhost, or https://proxy.example/script-runner",
         "port": "8080",
-        "schema": "http",
         "login": "only for HTTP Basic behind a proxy",
         "password": "sent as 'Authorization: Bearer <token>' when Login is empty",
         "timeout": "30",

@@ -54,7 +54,7 @@ LOG_STREAMS = ("stdout", "stderr")
 TRANSIENT_STATUS_CODES = frozenset({429, 502, 503, 504})
 _REPLACEMENT = "\ufffd"
 #: Backoff between attempts: exponential with jitter, capped (module-level so tests can shorten it).
-RETRY_WAIT = tenacity.wait_exponential_jitter(initial=0.5, max=10, jitter=0.5)
+RETRY_WAIT = tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,9 +431,29 @@ class _ScriptRunnerHookBase(BaseHook):
             error,
         )
 
+    def get_job_url(self, job_id: str) -> str:
+        """URL of a job on the server (for links)."""
+        conn = self.get_connection(self.scriptrunner_conn_id)
+        return self._url(ConnectionSettings.from_connection(conn), ENDPOINTS["job"], job_id)
+
+
+class ScriptRunnerHook(_ScriptRunnerHookBase):
+    """
+    Talks to a script-runner server over HTTP (requests, one session per hook).
+
+    :param scriptrunner_conn_id: Airflow connection of type ``scriptrunner``.
+    :param retries: attempts after the first for transient errors; overrides the connection's
+        ``retries`` extra.
+    """
+
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form (read by Airflow 3.1; 3.2+ reads ``conn-fields``)."""
+        """
+        Extra fields of the connection form, for Airflow 3.1.
+
+        Airflow 3.2+ reads ``conn-fields`` from the provider info instead. Defined on this class
+        itself because Airflow only reads these methods from the hook class's own ``__dict__``.
+        """
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
         from wtforms import BooleanField, IntegerField, StringField
@@ -458,21 +478,6 @@ class _ScriptRunnerHookBase(BaseHook):
         from airflow_provider_scriptrunner import UI_FIELD_BEHAVIOUR
 
         return UI_FIELD_BEHAVIOUR
-
-    def get_job_url(self, job_id: str) -> str:
-        """URL of a job on the server (for links)."""
-        conn = self.get_connection(self.scriptrunner_conn_id)
-        return self._url(ConnectionSettings.from_connection(conn), ENDPOINTS["job"], job_id)
-
-
-class ScriptRunnerHook(_ScriptRunnerHookBase):
-    """
-    Talks to a script-runner server over HTTP (requests, one session per hook).
-
-    :param scriptrunner_conn_id: Airflow connection of type ``scriptrunner``.
-    :param retries: attempts after the first for transient errors; overrides the connection's
-        ``retries`` extra.
-    """
 
     @cached_property
     def settings(self) -> ConnectionSettings:
