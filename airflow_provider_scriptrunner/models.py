@@ -189,3 +189,49 @@ class LogChunk:
     next_offset: int
     total_size: int
     truncated: bool
+
+
+#: Kinds of trigger event.
+EVENT_SUCCESS = "success"
+EVENT_FAILURE = "failure"
+EVENT_TIMEOUT = "timeout"
+EVENT_ERROR = "error"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """
+    What a trigger reports back to the task: plain JSON across the trigger boundary.
+
+    ``status`` is ``success`` (the job ended succeeded), ``failure`` (it ended otherwise),
+    ``timeout`` (the task's deadline passed first) or ``error`` (the job could not be followed).
+    """
+
+    status: str
+    message: str
+    job_id: str
+    job: ScriptRunnerJob | None = None
+    #: For ``error`` events: the server's error code when it gave one (e.g. JOB_NOT_FOUND).
+    error_code: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "message": self.message,
+            "job_id": self.job_id,
+            "job": self.job.to_dict() if self.job else None,
+            "error_code": self.error_code,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobEvent:
+        if not isinstance(data, dict) or "status" not in data or "job_id" not in data:
+            raise ValueError(f"not a script-runner trigger event: {data!r:.200}")
+        job = data.get("job")
+        return cls(
+            status=data["status"],
+            message=data.get("message", ""),
+            job_id=data["job_id"],
+            job=ScriptRunnerJob.from_dict(job) if job else None,
+            error_code=data.get("error_code"),
+        )

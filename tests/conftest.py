@@ -94,3 +94,23 @@ def log_page_callback(streams: dict[str, bytes], truncated: bool = False):
         }
 
     return callback
+
+
+@pytest.fixture
+def task_log():
+    """Everything operators, sensors and triggers log (Airflow 3 logs through structlog), as text."""
+    import structlog.testing
+
+    with structlog.testing.capture_logs() as entries:
+
+        class Log:
+            @property
+            def text(self) -> str:
+                lines = []
+                for entry in entries:
+                    event = str(entry.get("event", ""))
+                    args = entry.get("positional_args")
+                    lines.append(f"{entry.get('log_level', '')}: " + (event % args if args else event))
+                return "\n".join(lines)
+
+        yield Log()

@@ -379,6 +379,40 @@ def exact_chunk(page: LogPage, *, stream_complete: bool) -> LogChunk:
     return LogChunk(text, page.offset, page.next_offset, page.total_size, page.truncated)
 
 
+class LogCursor:
+    """
+    Walks a log stream page by page; shared by the sync and async whole-stream iterations.
+
+    :param offset: byte offset to start at (a character boundary).
+    :param page_size: bytes per request.
+    :param max_bytes: stop after this many bytes (None: read to the current end).
+    :param stream_complete: the job has ended, so a character cut at the end is final.
+    """
+
+    def __init__(self, offset: int, page_size: int, max_bytes: int | None, stream_complete: bool) -> None:
+        self.offset = _validate_non_negative("offset", offset)
+        self.page_size = _validate_page_size(page_size)
+        self.remaining = None if max_bytes is None else _validate_non_negative("max_bytes", max_bytes)
+        self.stream_complete = stream_complete
+        self.done = self.remaining == 0
+
+    def next_limit(self) -> int:
+        return self.page_size if self.remaining is None else min(self.page_size, self.remaining)
+
+    def accept(self, page: LogPage) -> LogChunk | None:
+        """Take a page; return its exact chunk, or None when there is nothing more to read."""
+        chunk = exact_chunk(page, stream_complete=self.stream_complete)
+        if chunk.next_offset <= self.offset:
+            self.done = True
+            return None
+        consumed = chunk.next_offset - self.offset
+        self.offset = chunk.next_offset
+        if self.remaining is not None:
+            self.remaining -= consumed
+        self.done = page.next_offset >= page.total_size or self.remaining == 0
+        return chunk
+
+
 # --------------------------------------------------------------------------------------------
 # Hooks
 
@@ -599,6 +633,7 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
         offset: int = 0,
         *,
         page_size: int = DEFAULT_LOG_PAGE_BYTES,
+        max_bytes: int | None = None,
         stream_complete: bool = True,
     ) -> Iterator[LogChunk]:
         """
@@ -606,20 +641,21 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
 
         Memory stays bounded by ``page_size``. Chunks are cut on character boundaries, so
         ``"".join(c.text for c in chunks)`` is the script's output byte for byte (up to the
-        server's truncation, reported in ``LogChunk.truncated``). Pass ``stream_complete=False``
-        while the job still runs: a character cut at the current end is then held back, and
-        the last chunk's ``next_offset`` is where to resume.
+        server's truncation, reported in ``LogChunk.truncated``). ``max_bytes`` stops after that
+        many bytes. Pass ``stream_complete=False`` while the job still runs: a character cut at
+        the current end is then held back, and the last chunk's ``next_offset`` is where to resume.
         """
-        page_size = _validate_page_size(page_size)
-        while True:
-            page = self.get_log_page(job_id, stream, offset, page_size)
-            chunk = exact_chunk(page, stream_complete=stream_complete)
-            if chunk.next_offset <= offset:
-                return
-            yield chunk
-            if page.next_offset >= page.total_size:
-                return
-            offset = chunk.next_offset
+        cursor = LogCursor(offset, page_size, max_bytes, stream_complete)
+        while not cursor.done:
+            chunk = cursor.accept(self.get_log_page(job_id, stream, cursor.offset, cursor.next_limit()))
+            if chunk is not None:
+                yield chunk
+
+    def clone(self, *, retries: int | None = None) -> ScriptRunnerHook:
+        """A hook on the same, already resolved connection with its own session (for ``on_kill``)."""
+        twin = type(self)(self.scriptrunner_conn_id, retries=retries)
+        twin.__dict__["settings"] = self.settings
+        return twin
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the connection with GET /healthz; return (ok, message)."""
@@ -732,19 +768,15 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         offset: int = 0,
         *,
         page_size: int = DEFAULT_LOG_PAGE_BYTES,
+        max_bytes: int | None = None,
         stream_complete: bool = True,
     ) -> AsyncIterator[LogChunk]:
         """Async twin of :meth:`ScriptRunnerHook.iter_log`."""
-        page_size = _validate_page_size(page_size)
-        while True:
-            page = await self.get_log_page(job_id, stream, offset, page_size)
-            chunk = exact_chunk(page, stream_complete=stream_complete)
-            if chunk.next_offset <= offset:
-                return
-            yield chunk
-            if page.next_offset >= page.total_size:
-                return
-            offset = chunk.next_offset
+        cursor = LogCursor(offset, page_size, max_bytes, stream_complete)
+        while not cursor.done:
+            chunk = cursor.accept(await self.get_log_page(job_id, stream, cursor.offset, cursor.next_limit()))
+            if chunk is not None:
+                yield chunk
 
     async def test_connection(self) -> tuple[bool, str]:
         try:

@@ -1,0 +1,40 @@
+"""Imports that moved between Airflow 3.1 and 3.3, resolved once, without deprecation warnings."""
+
+from __future__ import annotations
+
+try:  # Airflow 3.2+ (task-sdk 1.2+)
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+
+try:  # Airflow 3.2+
+    from airflow.sdk import conf
+except ImportError:  # Airflow 3.1
+    from airflow.configuration import conf  # type: ignore[no-redef]
+
+from airflow.sdk.execution_time.xcom import XCom
+from airflow.triggers.base import BaseTrigger
+
+#: Airflow 3.3+ triggerers call ``BaseTrigger.on_kill`` when a user marks a deferred task
+#: failed/success or clears it; older ones only cancel the trigger's task.
+TRIGGER_HAS_ON_KILL = "on_kill" in BaseTrigger.__dict__
+
+__all__ = [
+    "TRIGGER_HAS_ON_KILL",
+    "AirflowFailException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "TaskDeferred",
+    "XCom",
+    "conf",
+]

@@ -1,0 +1,510 @@
+"""Operators that run, submit, cancel and read the logs of script-runner jobs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from airflow_provider_scriptrunner._compat import AirflowSkipException, XCom, conf
+from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
+from airflow_provider_scriptrunner.hooks.scriptrunner import (
+    DEFAULT_CONN_ID,
+    DEFAULT_LOG_PAGE_BYTES,
+    LOG_STREAMS,
+    ScriptRunnerHook,
+    validate_args,
+    validate_job_id,
+    validate_script_id,
+)
+from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.outcome import Verdict, judge_job, normalize_skip_codes
+from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+XCOM_JOB_ID = "job_id"
+XCOM_JOB_URL = "job_url"
+#: Key of the job id in the task's state store (Airflow 3.3+), shared by all tries of a task.
+STATE_JOB_ID = "scriptrunner_job_id"
+DEFAULT_MAX_OUTPUT_BYTES = 65536
+#: Worker-mode polling starts fast (a quick script is seen at once) and slows down to poll_interval.
+FIRST_POLL_DELAY = 0.1
+POLL_GROWTH = 2.0
+
+
+class ScriptRunnerJobLink(BaseOperatorLink):
+    """Link from the task to its job on the script-runner server."""
+
+    name = "Script Runner Job"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        return XCom.get_value(ti_key=ti_key, key=XCOM_JOB_URL) or ""
+
+
+def _default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class _ScriptRunnerOperatorBase(BaseOperator):
+    """Holds the connection id and creates the hook lazily (never at DAG parse time)."""
+
+    operator_extra_links = (ScriptRunnerJobLink(),)
+
+    def __init__(self, *, scriptrunner_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scriptrunner_conn_id = scriptrunner_conn_id
+
+    @cached_property
+    def hook(self) -> ScriptRunnerHook:
+        return ScriptRunnerHook(self.scriptrunner_conn_id)
+
+    def _publish_job(self, context: Context, job_id: str) -> None:
+        """Push the job id (and the link's URL) to XCom as soon as it is known."""
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_JOB_ID, value=job_id)
+        try:
+            ti.xcom_push(key=XCOM_JOB_URL, value=self.hook.get_job_url(job_id))
+        except ScriptRunnerError as err:  # the link is a convenience; never fail the task for it
+            self.log.warning("Could not build the job link: %s", err)
+
+
+class _OutputCapture:
+    """
+    Follows one log stream into the task log, line by line, keeping only the last ``cap`` bytes.
+
+    Memory stays bounded: a page at a time, plus at most ``cap`` bytes of kept output and one
+    partial line (flushed once it outgrows a page).
+    """
+
+    def __init__(self, stream: str, cap: int, page_size: int, log: Any, offset: int = 0) -> None:
+        self.stream = stream
+        self.cap = cap
+        self.page_size = page_size
+        self.log = log
+        self.offset = offset
+        self.total_size = 0
+        self.kept = ""
+        self.kept_bytes = 0
+        self.capped = False
+        self.server_truncated = False
+        self._partial = ""
+
+    def pump(self, hook: ScriptRunnerHook, job_id: str, *, complete: bool, max_bytes: int | None = None) -> None:
+        """Read what is new since the last call (at most ``max_bytes``) into the task log."""
+        for chunk in hook.iter_log(
+            job_id, self.stream, self.offset, page_size=self.page_size, max_bytes=max_bytes, stream_complete=complete
+        ):
+            self.offset = chunk.next_offset
+            self.total_size = chunk.total_size
+            self.server_truncated = self.server_truncated or chunk.truncated
+            self._keep(chunk.text)
+            self._emit(chunk.text)
+
+    def finish(self, *, complete: bool) -> None:
+        """Write out a last line without a newline; warn when the server dropped output."""
+        if self._partial:
+            self.log.info("[%s] %s", self.stream, self._partial)
+            self._partial = ""
+        if complete and self.server_truncated:
+            self.log.warning(
+                "The server truncated %s of this job at %d bytes (runner.maxLogBytesPerStream): the rest was not kept",
+                self.stream,
+                self.total_size,
+            )
+
+    def _emit(self, text: str) -> None:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.log.info("[%s] %s", self.stream, line)
+        if len(self._partial) > self.page_size:
+            self.log.info("[%s] %s", self.stream, self._partial)
+            self._partial = ""
+
+    def _keep(self, text: str) -> None:
+        self.kept += text
+        self.kept_bytes += len(text.encode())
+        if self.kept_bytes > 2 * self.cap:
+            self._trim()
+
+    def _trim(self) -> None:
+        if self.kept_bytes <= self.cap:
+            return
+        data = self.kept.encode()[-self.cap :] if self.cap else b""
+        self.kept = data.decode("utf-8", errors="ignore")  # drops a character cut at the front
+        self.kept_bytes = len(self.kept.encode())
+        self.capped = True
+
+    def result(self) -> tuple[str, bool]:
+        self._trim()
+        return self.kept, self.capped or self.server_truncated
+
+
+class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
+    """
+    Run a script on script-runner and wait for its result.
+
+    The script is submitted in async mode, so the task always holds the job id: the job can be
+    canceled, its logs streamed, and a long script outlives any HTTP timeout. The task then
+    waits in the worker, or in the triggerer with ``deferrable=True``.
+
+    Outcomes (decided in :mod:`airflow_provider_scriptrunner.outcome`): ``succeeded`` succeeds;
+    an exit code in ``skip_on_exit_code`` skips; a non-zero exit fails with the code and the end
+    of stderr; ``timed_out`` fails (the server's script timeout fired); ``canceled`` fails;
+    ``failed`` with code -1 fails (killed by a signal, or lost in a server restart).
+
+    :param script_id: id of a script in the server's whitelist (templated).
+    :param args: list of string arguments; numbers are converted with ``str()`` (templated).
+    :param scriptrunner_conn_id: Airflow connection of type ``scriptrunner`` (templated).
+    :param deferrable: wait in the triggerer instead of the worker. Default: ``[operators]
+        default_deferrable``.
+    :param poll_interval: longest pause between status checks, in seconds. In the worker the
+        first check comes after 0.1 s and the pause doubles up to this value.
+    :param timeout: seconds the job may take before it is canceled and the task fails. None:
+        no limit (the server's own ``timeoutSec`` may still apply).
+    :param skip_on_exit_code: exit code(s) that skip the task instead (as BashOperator).
+    :param cancel_on_kill: cancel the job when the task is killed (marked failed, cleared,
+        ``execution_timeout``, SIGTERM), in the worker and while deferred.
+    :param reattach: on Airflow 3.3+, a new try reattaches to the previous try's job while it
+        is still queued or running, instead of starting the script again.
+    :param max_output_bytes: bytes of stdout and of stderr kept in the return value (the end
+        of each stream). All of the output goes to the task log regardless.
+    :param stream_logs: copy the script's stdout and stderr into the task log.
+    :param log_page_bytes: bytes fetched per log request.
+    """
+
+    template_fields: Sequence[str] = ("script_id", "args", "scriptrunner_conn_id")
+    template_fields_renderers = {"args": "json"}
+    ui_color = "#e8f4e8"
+
+    def __init__(
+        self,
+        *,
+        script_id: str,
+        args: Sequence[Any] | str | None = None,
+        scriptrunner_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool | None = None,
+        poll_interval: float = 10.0,
+        timeout: float | timedelta | None = None,
+        skip_on_exit_code: int | Iterable[int] | None = None,
+        cancel_on_kill: bool = True,
+        reattach: bool = True,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        stream_logs: bool = True,
+        log_page_bytes: int = DEFAULT_LOG_PAGE_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scriptrunner_conn_id=scriptrunner_conn_id, **kwargs)
+        self.script_id = script_id
+        self.args = args
+        self.deferrable = _default_deferrable() if deferrable is None else bool(deferrable)
+        self.poll_interval = _positive("poll_interval", poll_interval)
+        if isinstance(timeout, timedelta):
+            timeout = timeout.total_seconds()
+        self.timeout = None if timeout is None else _positive("timeout", timeout)
+        self.skip_on_exit_code = normalize_skip_codes(skip_on_exit_code)
+        self.cancel_on_kill = cancel_on_kill
+        self.reattach = reattach
+        if isinstance(max_output_bytes, bool) or not isinstance(max_output_bytes, int) or max_output_bytes < 0:
+            raise ValueError(f"max_output_bytes must be an int >= 0, got {max_output_bytes!r}")
+        self.max_output_bytes = max_output_bytes
+        self.stream_logs = stream_logs
+        self.log_page_bytes = log_page_bytes
+        self.job_id: str | None = None
+
+    # -- execute ---------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        script_id = validate_script_id(self.script_id)
+        args = validate_args(self.args)
+        deadline = None if self.timeout is None else time.time() + self.timeout
+        job = self._reattach(context)
+        if job is None:
+            self.job_id = self.hook.submit_script(script_id, args)
+            self.log.info("Submitted script %r with args %s as job %s", script_id, args, self.job_id)
+            self._remember(context, self.job_id)
+        self._publish_job(context, self.job_id)
+        if self.deferrable:
+            job = job or self.hook.get_job(self.job_id)
+            if job.is_terminal:
+                self.log.info("Job %s already finished (%s); not deferring", self.job_id, job.status.value)
+                return self._finish(context, job)
+            self.defer(
+                trigger=ScriptRunnerJobTrigger(
+                    job_id=self.job_id,
+                    scriptrunner_conn_id=self.scriptrunner_conn_id,
+                    poll_interval=self.poll_interval,
+                    end_time=deadline,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                method_name="execute_complete",
+            )
+        return self._wait_in_worker(context, deadline)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Resume after the trigger fired."""
+        result = JobEvent.from_dict(event)
+        self.job_id = result.job_id
+        if result.status == EVENT_ERROR:
+            self._cancel_quietly("the job could not be followed")
+            raise ScriptRunnerJobError(result.message, result.job)
+        if result.status == EVENT_TIMEOUT:
+            self._cancel_quietly("the task's timeout passed")
+            self._forget(context)
+            raise ScriptRunnerJobError(f"{result.message} (timeout={self.timeout:g} s)", result.job)
+        return self._finish(context, self.hook.get_job(result.job_id))
+
+    def _wait_in_worker(self, context: Context, deadline: float | None) -> dict[str, Any] | None:
+        captures = self._captures()
+        delay = FIRST_POLL_DELAY
+        logged = {stream: 0 for stream in LOG_STREAMS}
+        while True:
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.time())))
+            job = self.hook.get_job(self.job_id)
+            if job.is_terminal:
+                return self._finish(context, job, captures)
+            if self.stream_logs:
+                for stream, size in (("stdout", job.stdout_size), ("stderr", job.stderr_size)):
+                    if size > logged[stream]:  # fetch only when the job says there is more
+                        captures[stream].pump(self.hook, self.job_id, complete=False)
+                        logged[stream] = size
+            if deadline is not None and time.time() >= deadline:
+                self._cancel_quietly("the task's timeout passed")
+                self._forget(context)
+                raise ScriptRunnerJobError(
+                    f"job {self.job_id} did not finish before the task's timeout; it was canceled (timeout={self.timeout:g} s)", job
+                )
+            delay = min(delay * POLL_GROWTH, self.poll_interval)
+
+    def _captures(self) -> dict[str, _OutputCapture]:
+        return {s: _OutputCapture(s, self.max_output_bytes, self.log_page_bytes, self.log) for s in LOG_STREAMS}
+
+    def _finish(self, context: Context, job: ScriptRunnerJob, captures: dict[str, _OutputCapture] | None = None) -> dict[str, Any] | None:
+        """Shared by the worker and deferred paths: final logs, result, and the outcome."""
+        captures = captures or self._captures()
+        for capture in captures.values():
+            capture.pump(self.hook, job.job_id, complete=True)
+            capture.finish(complete=True)
+        self._forget(context)
+        stdout, stdout_truncated = captures["stdout"].result()
+        stderr, stderr_truncated = captures["stderr"].result()
+        outcome = judge_job(job, self.skip_on_exit_code, stderr=stderr)
+        if outcome.verdict is Verdict.SKIP:
+            raise AirflowSkipException(outcome.message)
+        if outcome.verdict is Verdict.FAIL:
+            raise ScriptRunnerJobError(outcome.message, job)
+        self.log.info("%s in %s ms", outcome.message, job.duration_ms)
+        return {
+            "job_id": job.job_id,
+            "script_id": job.script_id,
+            "status": job.status.value,
+            "exit_code": job.exit_code,
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_truncated": stdout_truncated,
+            "stderr_truncated": stderr_truncated,
+            "duration_ms": job.duration_ms,
+            "started_at": job.started_at,
+            "ended_at": job.ended_at,
+        }
+
+    # -- reruns (Airflow 3.3+ task_state_store) --------------------------------------------------
+
+    def _reattach(self, context: Context) -> ScriptRunnerJob | None:
+        """The previous try's job, when it is still queued or running; else None (submit anew)."""
+        store = context.get("task_state_store")
+        if not self.reattach or store is None:
+            return None
+        previous = store.get(STATE_JOB_ID)
+        if not previous:
+            return None
+        try:
+            job = self.hook.get_job(previous)
+        except ScriptRunnerJobNotFoundError:
+            self.log.info("Previous job %s is unknown to the server; starting a new job", previous)
+            return None
+        if job.is_terminal:
+            self.log.info("Previous job %s already ended (%s); starting a new job", previous, job.status.value)
+            return None
+        self.log.info("Reattaching to job %s from an earlier try (still %s)", previous, job.status.value)
+        self.job_id = previous
+        return job
+
+    def _remember(self, context: Context, job_id: str) -> None:
+        store = context.get("task_state_store")
+        if store is not None:
+            try:
+                store.set(STATE_JOB_ID, job_id)
+            except Exception as err:  # noqa: BLE001 - losing reattach must not fail the run
+                self.log.warning("Could not record job %s in the task state store: %s", job_id, err)
+
+    def _forget(self, context: Context) -> None:
+        store = context.get("task_state_store")
+        if store is not None:
+            try:
+                store.delete(STATE_JOB_ID)
+            except Exception as err:  # noqa: BLE001
+                self.log.warning("Could not clear the task state store: %s", err)
+
+    # -- cancel on kill --------------------------------------------------------------------------
+
+    def on_kill(self) -> None:
+        """Cancel the job when the task is killed in the worker (Airflow allows ~5 s)."""
+        if self.cancel_on_kill:
+            self._cancel_quietly("the task was killed", retries=1)
+
+    def _cancel_quietly(self, why: str, retries: int | None = None) -> None:
+        if not self.job_id:
+            return
+        try:
+            job = self.hook.clone(retries=retries).cancel_job(self.job_id)
+        except ScriptRunnerError as err:
+            self.log.error("Could not cancel job %s (%s): %s", self.job_id, why, err)
+            return
+        self.log.info("Canceled job %s because %s (status now %s)", self.job_id, why, job.status.value)
+
+
+class ScriptRunnerSubmitScriptOperator(_ScriptRunnerOperatorBase):
+    """
+    Start a script and return its job id at once (the async run).
+
+    Follow it with :class:`~airflow_provider_scriptrunner.sensors.scriptrunner.ScriptRunnerJobSensor`,
+    read its output with :class:`ScriptRunnerGetJobLogsOperator`, or stop it with
+    :class:`ScriptRunnerCancelJobOperator`.
+
+    :param script_id: id of a script in the server's whitelist (templated).
+    :param args: list of string arguments (templated).
+    :param scriptrunner_conn_id: Airflow connection of type ``scriptrunner`` (templated).
+    """
+
+    template_fields: Sequence[str] = ("script_id", "args", "scriptrunner_conn_id")
+    template_fields_renderers = {"args": "json"}
+
+    def __init__(self, *, script_id: str, args: Sequence[Any] | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.script_id = script_id
+        self.args = args
+
+    def execute(self, context: Context) -> str:
+        script_id = validate_script_id(self.script_id)
+        args = validate_args(self.args)
+        job_id = self.hook.submit_script(script_id, args)
+        self.log.info("Submitted script %r with args %s as job %s", script_id, args, job_id)
+        self._publish_job(context, job_id)
+        return job_id
+
+
+class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
+    """
+    Cancel a job and wait (bounded) until it has ended; return its final status.
+
+    Canceling a job that already ended succeeds and changes nothing. An unknown job id fails
+    with ``JOB_NOT_FOUND``.
+
+    :param job_id: the job to cancel (templated), e.g. ``"{{ ti.xcom_pull('submit') }}"``.
+    :param wait_timeout: seconds to wait for the job to end after the cancel request.
+    :param poll_interval: seconds between checks while waiting.
+    """
+
+    template_fields: Sequence[str] = ("job_id", "scriptrunner_conn_id")
+
+    def __init__(self, *, job_id: str, wait_timeout: float = 60.0, poll_interval: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.wait_timeout = _positive("wait_timeout", wait_timeout)
+        self.poll_interval = _positive("poll_interval", poll_interval)
+
+    def execute(self, context: Context) -> str:
+        job_id = validate_job_id(self.job_id)
+        job = self.hook.cancel_job(job_id)
+        if job.is_terminal and job.status.value != "canceled":
+            self.log.info("Job %s had already ended (%s); nothing to cancel", job_id, job.status.value)
+            return job.status.value
+        deadline = time.monotonic() + self.wait_timeout
+        while not job.is_terminal:
+            if time.monotonic() >= deadline:
+                raise ScriptRunnerJobError(
+                    f"job {job_id} was asked to stop but is still {job.status.value} after {self.wait_timeout:g} s", job
+                )
+            time.sleep(self.poll_interval)
+            job = self.hook.get_job(job_id)
+        self.log.info("Job %s is %s (exit code %s)", job_id, job.status.value, job.exit_code)
+        return job.status.value
+
+
+class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
+    """
+    Fetch a job's stdout and/or stderr, write them to the task log and return them.
+
+    :param job_id: the job (templated).
+    :param stream: ``"stdout"``, ``"stderr"`` or ``"both"``.
+    :param offset: byte offset to start at.
+    :param limit: bytes to read per stream; None reads to the end.
+    :param max_output_bytes: bytes per stream kept in the return value (the end of what was
+        read); the task log gets all of it.
+    :param log_page_bytes: bytes fetched per request.
+
+    Returns ``{"job_id": ..., "stdout": {"data", "offset", "next_offset", "total_size",
+    "truncated"}, "stderr": {...}}`` for the streams asked for; ``truncated`` is true when the
+    server dropped output or ``data`` was capped. Read on from ``next_offset``.
+    """
+
+    template_fields: Sequence[str] = ("job_id", "stream", "scriptrunner_conn_id")
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        stream: str = "both",
+        offset: int = 0,
+        limit: int | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        log_page_bytes: int = DEFAULT_LOG_PAGE_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a byte offset >= 0, got {offset!r}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be a number of bytes >= 1, or None for everything, got {limit!r}")
+        self.job_id = job_id
+        self.stream = stream
+        self.offset = offset
+        self.limit = limit
+        self.max_output_bytes = max_output_bytes
+        self.log_page_bytes = log_page_bytes
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        job_id = validate_job_id(self.job_id)
+        if self.stream not in (*LOG_STREAMS, "both"):
+            raise ValueError(f"stream must be 'stdout', 'stderr' or 'both', got {self.stream!r}")
+        streams = LOG_STREAMS if self.stream == "both" else (self.stream,)
+        # A running job's last character may still be half written: hold it back then.
+        job = self.hook.get_job(job_id)
+        complete = job.is_terminal
+        result: dict[str, Any] = {"job_id": job_id}
+        for stream in streams:
+            capture = _OutputCapture(stream, self.max_output_bytes, self.log_page_bytes, self.log, offset=self.offset)
+            capture.pump(self.hook, job_id, complete=complete, max_bytes=self.limit)
+            capture.finish(complete=complete)
+            data, truncated = capture.result()
+            result[stream] = {
+                "data": data,
+                "offset": self.offset,
+                "next_offset": capture.offset,
+                "total_size": capture.total_size or getattr(job, f"{stream}_size"),
+                "truncated": truncated,
+            }
+        return result

@@ -1,0 +1,454 @@
+"""Operators with requests-mock: every outcome, deferral, reattach, cancel-on-kill, logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from airflow_provider_scriptrunner._compat import AirflowSkipException, TaskDeferred
+from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
+from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.operators import scriptrunner as ops
+from airflow_provider_scriptrunner.operators.scriptrunner import (
+    ScriptRunnerCancelJobOperator,
+    ScriptRunnerGetJobLogsOperator,
+    ScriptRunnerJobLink,
+    ScriptRunnerRunScriptOperator,
+    ScriptRunnerSubmitScriptOperator,
+)
+from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
+from tests.conftest import BASE_URL, job_body, log_page_callback
+
+JOB = "job_100_1"
+JOB_URL = f"{BASE_URL}/jobs/{JOB}"
+
+
+class FakeTI:
+    def __init__(self):
+        self.xcom: dict[str, object] = {}
+
+    def xcom_push(self, key, value):
+        json.dumps(value)  # XCom values must be JSON
+        self.xcom[key] = value
+
+
+class FakeStore:
+    """Stand-in for Airflow 3.3's task_state_store accessor."""
+
+    def __init__(self, **values):
+        self.values = dict(values)
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def set(self, key, value, **_):
+        self.values[key] = value
+
+    def delete(self, key):
+        self.values.pop(key, None)
+
+
+def make_context(store=None):
+    context = {"ti": FakeTI()}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    """Record worker-mode poll delays instead of sleeping."""
+    delays: list[float] = []
+    monkeypatch.setattr(ops.time, "sleep", delays.append)
+    return delays
+
+
+def mock_run(requests_mock, states, stdout=b"", stderr=b"", job_id=JOB, truncated=False):
+    """Submit answers ``job_id``; successive GET /jobs answers walk through ``states`` (dicts)."""
+    requests_mock.post(f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": job_id, "status": "queued"})
+    requests_mock.get(f"{BASE_URL}/jobs/{job_id}", [{"json": job_body(job_id, **s)} for s in states])
+    requests_mock.get(f"{BASE_URL}/jobs/{job_id}/logs", json=log_page_callback({"stdout": stdout, "stderr": stderr}, truncated))
+    requests_mock.post(f"{BASE_URL}/jobs/{job_id}/cancel", json=job_body(job_id, "running"))
+
+
+def run_op(**kwargs):
+    kwargs.setdefault("task_id", "run")
+    kwargs.setdefault("script_id", "quick-echo")
+    kwargs.setdefault("deferrable", False)
+    return ScriptRunnerRunScriptOperator(**kwargs)
+
+
+def posts(requests_mock, path="/run"):
+    return [r for r in requests_mock.request_history if r.method == "POST" and r.path == path]
+
+
+# -- construction -----------------------------------------------------------------------------
+
+
+def test_no_hook_or_connection_at_parse_time(requests_mock):
+    op = run_op(scriptrunner_conn_id="does_not_exist")
+    assert "hook" not in op.__dict__
+    assert requests_mock.call_count == 0
+
+
+def test_templated_fields():
+    assert {"script_id", "args"} <= set(ScriptRunnerRunScriptOperator.template_fields)
+    assert {"script_id", "args"} <= set(ScriptRunnerSubmitScriptOperator.template_fields)
+    assert "job_id" in ScriptRunnerCancelJobOperator.template_fields
+    assert "job_id" in ScriptRunnerGetJobLogsOperator.template_fields
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"poll_interval": 0}, "poll_interval must be a positive"),
+        ({"timeout": -1}, "timeout must be a positive"),
+        ({"max_output_bytes": -1}, "max_output_bytes must be an int"),
+        ({"skip_on_exit_code": "3"}, "skip_on_exit_code must contain only ints"),
+        ({"skip_on_exit_code": True}, "not a bool"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        run_op(**kwargs)
+
+
+def test_default_deferrable_comes_from_config(monkeypatch):
+    monkeypatch.setattr(ops.conf, "getboolean", lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"))
+    assert run_op(deferrable=None).deferrable is True
+    monkeypatch.setattr(ops.conf, "getboolean", lambda *a, **k: False)
+    assert run_op(deferrable=None).deferrable is False
+
+
+# -- worker mode: outcomes --------------------------------------------------------------------
+
+
+def test_success_returns_result_and_pushes_job_id(conn, requests_mock, task_log):
+    mock_run(requests_mock, [{"status": "running", "stdoutSize": 6}, {"status": "succeeded", "stdoutSize": 12, "stderrSize": 5}], stdout="héllo\nworld\n".encode(), stderr=b"warn\n")
+    context = make_context()
+    result = run_op(args=["a", 1]).execute(context)
+    assert posts(requests_mock)[0].json() == {"scriptId": "quick-echo", "args": ["a", "1"], "mode": "async"}
+    assert context["ti"].xcom["job_id"] == JOB
+    assert context["ti"].xcom["job_url"] == JOB_URL
+    assert result == {
+        "job_id": JOB, "script_id": "quick-echo", "status": "succeeded", "exit_code": 0,
+        "stdout": "héllo\nworld\n", "stderr": "warn\n", "stdout_truncated": False, "stderr_truncated": False,
+        "duration_ms": 990, "started_at": "2026-01-01T00:00:00.010Z", "ended_at": "2026-01-01T00:00:01.000Z",
+    }  # fmt: skip
+    json.dumps(result)
+    assert "[stdout] héllo" in task_log.text and "[stdout] world" in task_log.text and "[stderr] warn" in task_log.text
+
+
+def test_non_zero_exit_fails_with_code_and_stderr_tail(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "failed", "code": 3}], stderr=b"line1\nboom: disk full\n")
+    with pytest.raises(ScriptRunnerJobError, match=r"failed with exit code 3\. End of stderr:\nline1\nboom: disk full") as info:
+        run_op().execute(make_context())
+    assert info.value.job.exit_code == 3
+
+
+@pytest.mark.parametrize("skip", [3, [1, 3], (3,)])
+def test_skip_on_exit_code(conn, requests_mock, skip):
+    mock_run(requests_mock, [{"status": "failed", "code": 3}])
+    with pytest.raises(AirflowSkipException, match="exited with code 3, which is in skip_on_exit_code"):
+        run_op(skip_on_exit_code=skip).execute(make_context())
+
+
+def test_exit_code_not_in_skip_list_still_fails(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "failed", "code": 2}])
+    with pytest.raises(ScriptRunnerJobError, match="exit code 2"):
+        run_op(skip_on_exit_code=3).execute(make_context())
+
+
+@pytest.mark.parametrize(
+    ("state", "match"),
+    [
+        ({"status": "timed_out", "code": -1}, "the server's script timeout"),
+        ({"status": "canceled", "code": -1}, "was canceled on the server"),
+        ({"status": "failed", "code": -1}, "killed by a signal, or lost when the script-runner server restarted"),
+    ],
+)
+def test_abnormal_endings_fail_with_their_reason(conn, requests_mock, state, match):
+    mock_run(requests_mock, [state])
+    with pytest.raises(ScriptRunnerJobError, match=match):
+        run_op(skip_on_exit_code=-1).execute(make_context())
+
+
+def test_polling_starts_fast_and_grows_to_poll_interval(conn, requests_mock, no_sleep):
+    mock_run(requests_mock, [{"status": "queued"}] * 8 + [{"status": "succeeded"}])
+    run_op(poll_interval=1.5).execute(make_context())
+    assert no_sleep[0] <= 0.1
+    assert no_sleep == sorted(no_sleep)
+    assert max(no_sleep) == 1.5
+
+
+def test_logs_are_only_fetched_when_the_job_reports_new_output(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "running"}] * 5 + [{"status": "succeeded"}])
+    run_op().execute(make_context())
+    log_calls = [r for r in requests_mock.request_history if r.path.endswith("/logs")]
+    assert len(log_calls) == 2  # one final read per stream
+
+
+def test_output_is_capped_in_the_return_value_but_fully_logged(conn, requests_mock, task_log):
+    out = "".join(f"line {i} ü\n" for i in range(2000)).encode()
+    mock_run(requests_mock, [{"status": "succeeded"}], stdout=out)
+    result = run_op(max_output_bytes=100, log_page_bytes=1000).execute(make_context())
+    assert result["stdout_truncated"] is True
+    assert len(result["stdout"].encode()) <= 100
+    assert out.decode().endswith(result["stdout"])
+    assert "[stdout] line 0 ü" in task_log.text and "[stdout] line 1999 ü" in task_log.text
+
+
+def test_server_truncation_is_reported(conn, requests_mock, task_log):
+    mock_run(requests_mock, [{"status": "succeeded", "stdoutTruncated": True}], stdout=b"x" * 10, truncated=True)
+    result = run_op().execute(make_context())
+    assert result["stdout_truncated"] is True
+    assert "The server truncated stdout" in task_log.text
+
+
+def test_bad_templated_args_fail_before_any_request(conn, requests_mock):
+    with pytest.raises(TypeError, match=r"args\[0\]"):
+        run_op(args=[None]).execute(make_context())
+    with pytest.raises(ValueError, match="script_id is empty"):
+        run_op(script_id="").execute(make_context())
+    assert requests_mock.call_count == 0
+
+
+def test_unknown_script_surfaces_the_server_error(conn, requests_mock):
+    requests_mock.post(f"{BASE_URL}/run", status_code=400, json={"ok": False, "error": {"code": "SCRIPT_NOT_FOUND", "message": "script not found: nope"}})
+    with pytest.raises(ScriptRunnerError) as info:
+        run_op(script_id="nope").execute(make_context())
+    assert info.value.error_code == "SCRIPT_NOT_FOUND"
+
+
+# -- timeout ----------------------------------------------------------------------------------
+
+
+def test_worker_timeout_cancels_the_job_and_fails(conn, requests_mock, monkeypatch):
+    clock = iter(range(0, 1000, 5))
+    monkeypatch.setattr(ops.time, "time", lambda: float(next(clock)))
+    mock_run(requests_mock, [{"status": "running"}] * 50)
+    with pytest.raises(ScriptRunnerJobError, match="did not finish before the task's timeout; it was canceled"):
+        run_op(timeout=12).execute(make_context())
+    assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 1
+
+
+# -- deferrable -------------------------------------------------------------------------------
+
+
+def test_deferrable_defers_with_the_right_trigger(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "running"}])
+    before = time.time()
+    with pytest.raises(TaskDeferred) as info:
+        run_op(deferrable=True, poll_interval=7, timeout=60, cancel_on_kill=False).execute(make_context())
+    trigger = info.value.trigger
+    assert isinstance(trigger, ScriptRunnerJobTrigger)
+    assert info.value.method_name == "execute_complete"
+    assert (trigger.job_id, trigger.scriptrunner_conn_id, trigger.poll_interval, trigger.cancel_on_kill) == (JOB, "scriptrunner_default", 7.0, False)
+    assert before + 60 <= trigger.end_time <= time.time() + 60
+    json.dumps(trigger.serialize()[1])
+
+
+def test_deferrable_does_not_defer_when_the_job_already_finished(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "succeeded"}], stdout=b"done\n")
+    result = run_op(deferrable=True).execute(make_context())
+    assert result["stdout"] == "done\n"
+
+
+@pytest.mark.parametrize(
+    ("final", "expect"),
+    [
+        ({"status": "succeeded"}, None),
+        ({"status": "failed", "code": 4}, "exit code 4"),
+        ({"status": "timed_out", "code": -1}, "script timeout"),
+        ({"status": "canceled", "code": -1}, "canceled on the server"),
+        ({"status": "failed", "code": -1}, "killed by a signal"),
+        ({"status": "failed", "code": 3}, AirflowSkipException),
+    ],
+)
+def test_execute_complete_uses_the_same_outcome_rules(conn, requests_mock, final, expect):
+    mock_run(requests_mock, [final], stdout=b"out\n")
+    job = ScriptRunnerJob.from_api(job_body(JOB, **final))
+    event = JobEvent("success" if job.is_success else "failure", "m", JOB, job).to_dict()
+    op = run_op(deferrable=True, skip_on_exit_code=3)
+    if expect is None:
+        assert op.execute_complete(make_context(), json.loads(json.dumps(event)))["stdout"] == "out\n"
+    elif expect is AirflowSkipException:
+        with pytest.raises(AirflowSkipException):
+            op.execute_complete(make_context(), event)
+    else:
+        with pytest.raises(ScriptRunnerJobError, match=expect):
+            op.execute_complete(make_context(), event)
+
+
+def test_execute_complete_timeout_and_error_events(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "running"}])
+    op = run_op(deferrable=True, timeout=30)
+    with pytest.raises(ScriptRunnerJobError, match=r"timeout=30 s"):
+        op.execute_complete(make_context(), JobEvent("timeout", "job did not finish before the task's timeout", JOB).to_dict())
+    with pytest.raises(ScriptRunnerJobError, match="gave up"):
+        op.execute_complete(make_context(), JobEvent("error", "gave up following", JOB).to_dict())
+    assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 2
+
+
+# -- cancel on kill ---------------------------------------------------------------------------
+
+
+def test_on_kill_cancels_the_job(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "running"}])
+    op = run_op()
+    op.on_kill()  # nothing submitted yet: nothing to cancel
+    assert requests_mock.call_count == 0
+    op.job_id = JOB
+    op.on_kill()
+    assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 1
+
+
+def test_on_kill_respects_cancel_on_kill_false(conn, requests_mock):
+    op = run_op(cancel_on_kill=False)
+    op.job_id = JOB
+    op.on_kill()
+    assert requests_mock.call_count == 0
+
+
+def test_on_kill_never_raises(conn, requests_mock, task_log):
+    requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", status_code=503, text="")
+    op = run_op()
+    op.job_id = JOB
+    op.on_kill()
+    assert "Could not cancel job" in task_log.text
+
+
+# -- reruns (task_state_store) ----------------------------------------------------------------
+
+
+def test_job_id_is_recorded_and_cleared_after_the_end(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "succeeded"}])
+    store = FakeStore()
+    seen = []
+    original = store.set
+    store.set = lambda k, v, **kw: (seen.append((k, v)), original(k, v))
+    run_op().execute(make_context(store))
+    assert seen == [("scriptrunner_job_id", JOB)]
+    assert store.values == {}
+
+
+def test_a_new_try_reattaches_to_a_running_job(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "running"}, {"status": "running"}, {"status": "succeeded"}], job_id="job_old_1", stdout=b"x\n")
+    result = run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))
+    assert posts(requests_mock) == []
+    assert result["job_id"] == "job_old_1"
+
+
+@pytest.mark.parametrize("old_state", ["succeeded", "failed", "canceled"])
+def test_a_new_try_after_the_job_ended_runs_the_script_again(conn, requests_mock, old_state):
+    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", old_state))
+    mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
+    result = run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))
+    assert len(posts(requests_mock)) == 1
+    assert result["job_id"] == "job_new_2"
+
+
+def test_a_forgotten_job_is_not_reattached(conn, requests_mock):
+    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", status_code=404, json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}})
+    mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
+    assert run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"] == "job_new_2"
+
+
+def test_reattach_false_always_submits(conn, requests_mock):
+    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", "running"))
+    mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
+    assert run_op(reattach=False).execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"] == "job_new_2"
+
+
+def test_without_a_state_store_every_try_submits(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "succeeded"}, {"status": "succeeded"}])
+    run_op().execute(make_context())
+    run_op().execute(make_context())
+    assert len(posts(requests_mock)) == 2
+
+
+# -- submit, cancel, logs ---------------------------------------------------------------------
+
+
+def test_submit_returns_job_id(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "queued"}])
+    context = make_context()
+    op = ScriptRunnerSubmitScriptOperator(task_id="submit", script_id="slow", args=["5"])
+    assert op.execute(context) == JOB
+    assert context["ti"].xcom["job_id"] == JOB
+    assert posts(requests_mock)[0].json()["mode"] == "async"
+
+
+def test_cancel_waits_until_canceled(conn, requests_mock):
+    requests_mock.post(f"{JOB_URL}/cancel", json=job_body(JOB, "running"))
+    requests_mock.get(JOB_URL, [{"json": job_body(JOB, "running")}, {"json": job_body(JOB, "canceled")}])
+    assert ScriptRunnerCancelJobOperator(task_id="cancel", job_id=JOB).execute(make_context()) == "canceled"
+    assert requests_mock.call_count == 3
+
+
+def test_cancel_of_a_finished_job_is_a_no_op(conn, requests_mock, task_log):
+    requests_mock.post(f"{JOB_URL}/cancel", json=job_body(JOB, "succeeded"))
+    assert ScriptRunnerCancelJobOperator(task_id="cancel", job_id=JOB).execute(make_context()) == "succeeded"
+    assert "had already ended (succeeded); nothing to cancel" in task_log.text
+
+
+def test_cancel_of_an_unknown_job_fails(conn, requests_mock):
+    requests_mock.post(f"{BASE_URL}/jobs/nope/cancel", status_code=404, json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}})
+    with pytest.raises(ScriptRunnerJobNotFoundError) as info:
+        ScriptRunnerCancelJobOperator(task_id="cancel", job_id="nope").execute(make_context())
+    assert info.value.error_code == "JOB_NOT_FOUND"
+
+
+def test_cancel_wait_is_bounded(conn, requests_mock, monkeypatch):
+    clock = iter(range(0, 1000))
+    monkeypatch.setattr(ops.time, "monotonic", lambda: float(next(clock)))
+    requests_mock.post(f"{JOB_URL}/cancel", json=job_body(JOB, "running"))
+    requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
+    with pytest.raises(ScriptRunnerJobError, match="still running after 3 s"):
+        ScriptRunnerCancelJobOperator(task_id="cancel", job_id=JOB, wait_timeout=3).execute(make_context())
+
+
+def test_logs_operator_returns_both_streams(conn, requests_mock, task_log):
+    requests_mock.get(JOB_URL, json=job_body(JOB, "succeeded", stdoutSize=9, stderrSize=0))
+    requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": "a\nbé\nc\n".encode(), "stderr": b""}))
+    result = ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB).execute(make_context())
+    assert result["stdout"] == {"data": "a\nbé\nc\n", "offset": 0, "next_offset": 8, "total_size": 8, "truncated": False}
+    assert result["stderr"]["data"] == "" and result["stderr"]["total_size"] == 0
+    assert "[stdout] bé" in task_log.text
+
+
+def test_logs_operator_offset_and_limit(conn, requests_mock):
+    requests_mock.get(JOB_URL, json=job_body(JOB, "succeeded"))
+    requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"0123456789", "stderr": b""}))
+    result = ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB, stream="stdout", offset=2, limit=5).execute(make_context())
+    assert result["stdout"]["data"] == "23456"
+    assert result["stdout"]["next_offset"] == 7 and result["stdout"]["total_size"] == 10
+    assert "stderr" not in result
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"offset": -1}, "offset must be"), ({"limit": 0}, "limit must be"), ({"stream": "all"}, "stream must be")],
+)
+def test_logs_operator_bad_input(conn, requests_mock, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB, **kwargs).execute(make_context())
+    assert requests_mock.call_count == 0
+
+
+def test_job_link_reads_the_pushed_url(monkeypatch):
+    seen = {}
+
+    def fake_get_value(*, ti_key, key):
+        seen.update(ti_key=ti_key, key=key)
+        return JOB_URL
+
+    monkeypatch.setattr(ops.XCom, "get_value", fake_get_value)
+    link = ScriptRunnerJobLink()
+    assert link.name == "Script Runner Job"
+    assert link.get_link(run_op(), ti_key="key") == JOB_URL
+    assert seen == {"ti_key": "key", "key": "job_url"}
+    assert any(isinstance(l, ScriptRunnerJobLink) for l in run_op().operator_extra_links)
