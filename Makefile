@@ -1,0 +1,51 @@
+# Two entry points for a fresh clone (see README): `make demo` and `make test`.
+# Each bootstraps its own virtualenv(s) from PyPI; nothing else needs to be installed by hand.
+
+PYTHON ?= python3
+AIRFLOW_VERSION ?= 3.3.2
+AIRFLOW31_VERSION ?= 3.1.8
+VENV ?= .venv
+VENV31 ?= .venv31
+PIP_FLAGS ?= -q --disable-pip-version-check
+PYTEST_FLAGS ?= -p no:cacheprovider -q -rs
+
+.PHONY: demo test test-33 test-31 unit bench venv venv31 clean
+
+$(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
+	touch $@
+
+$(VENV31)/.installed-$(AIRFLOW31_VERSION): pyproject.toml
+	$(PYTHON) -m venv $(VENV31)
+	$(VENV31)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV31)/bin/pip install $(PIP_FLAGS) "apache-airflow==$(AIRFLOW31_VERSION)" -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed-$(AIRFLOW_VERSION)
+venv31: $(VENV31)/.installed-$(AIRFLOW31_VERSION)
+
+## The example DAG, end to end, on the bundled script-runner server.
+demo: venv
+	$(VENV)/bin/python dev/demo.py
+
+## The whole test suite: everything on Airflow $(AIRFLOW_VERSION), then the version-dependent
+## unit tests and the examples on Airflow $(AIRFLOW31_VERSION).
+test: test-33 test-31
+
+test-33: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests
+
+test-31: venv31
+	$(VENV31)/bin/python -m pytest $(PYTEST_FLAGS) -m "not airflow33_only" tests
+
+## Fast feedback while developing: unit tests only (no servers).
+unit: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/hooks tests/operators tests/sensors tests/triggers tests/test_models.py
+
+bench: venv
+	$(VENV)/bin/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(VENV31) .demo build *.egg-info

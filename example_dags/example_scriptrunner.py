@@ -1,0 +1,55 @@
+"""
+Example: the script-runner provider's building blocks in one DAG.
+
+- ``greet``: a sync run (submit, wait, stream logs, return the result) with templated args.
+- ``submit_report`` -> ``wait_report`` -> ``report_logs``: an async submit, a deferrable sensor
+  that waits in the triggerer, then the job's logs.
+- ``submit_long`` -> ``cancel_long``: start a long job and cancel it from a downstream task.
+
+Run it against the bundled server with ``make demo``.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_scriptrunner.operators.scriptrunner import (
+    ScriptRunnerCancelJobOperator,
+    ScriptRunnerGetJobLogsOperator,
+    ScriptRunnerRunScriptOperator,
+    ScriptRunnerSubmitScriptOperator,
+)
+from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
+
+with DAG(
+    dag_id="example_scriptrunner",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["example", "scriptrunner"],
+) as dag:
+    greet = ScriptRunnerRunScriptOperator(
+        task_id="greet",
+        script_id="greet",
+        args=["{{ dag_run.run_id[:20] }}", "Airflow"],
+        poll_interval=2,
+    )
+
+    submit_report = ScriptRunnerSubmitScriptOperator(task_id="submit_report", script_id="report", args=["5", "2"])
+    wait_report = ScriptRunnerJobSensor(
+        task_id="wait_report",
+        job_id="{{ ti.xcom_pull(task_ids='submit_report') }}",
+        deferrable=True,
+        poke_interval=1,
+        timeout=120,
+    )
+    report_logs = ScriptRunnerGetJobLogsOperator(
+        task_id="report_logs", job_id="{{ ti.xcom_pull(task_ids='submit_report') }}", stream="both"
+    )
+
+    submit_long = ScriptRunnerSubmitScriptOperator(task_id="submit_long", script_id="sleepy", args=["600"])
+    cancel_long = ScriptRunnerCancelJobOperator(task_id="cancel_long", job_id="{{ ti.xcom_pull(task_ids='submit_long') }}")
+
+    submit_report >> wait_report >> report_logs
+    submit_long >> cancel_long
