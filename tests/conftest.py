@@ -42,6 +42,27 @@ def fast_retries(monkeypatch):
     monkeypatch.setattr(hook_module, "RETRY_WAIT", tenacity.wait_none())
 
 
+#: Deterministic mixed ASCII / multi-byte UTF-8 text. Kept as source so that a script run by the
+#: bundled server can print exactly what the tests expect (tests/integration writes it to a file).
+MIXED_TEXT_SOURCE = """
+import random
+
+
+def mixed_text(size, seed=7):
+    rng = random.Random(seed)
+    pieces = ["a", "Z", " ", "\\n", "é", "ß", "中", "文", "€", "😀", "𝄞", "ok\\t"]
+    out, total = [], 0
+    while total < size:
+        piece = rng.choice(pieces)
+        out.append(piece)
+        total += len(piece.encode())
+    return "".join(out).encode()
+"""
+_namespace: dict = {}
+exec(MIXED_TEXT_SOURCE, _namespace)  # noqa: S102 - our own constant
+mixed_text = _namespace["mixed_text"]
+
+
 def job_body(job_id: str = "job_1_1", status: str = "running", **overrides):
     """A job object as the server returns it."""
     body = {

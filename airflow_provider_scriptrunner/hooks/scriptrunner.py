@@ -97,12 +97,16 @@ def is_transient(error: BaseException, endpoint: Endpoint) -> bool:
 # Input validation (before any request)
 
 
+def _require_text(name: str, value: Any, example: str, empty_hint: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string such as {example!r}, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name} is empty: {empty_hint}")
+    return value
+
+
 def validate_script_id(script_id: Any) -> str:
-    if not isinstance(script_id, str):
-        raise TypeError(f"script_id must be a string naming a script in the server's whitelist, got {type(script_id).__name__}")
-    if not script_id.strip():
-        raise ValueError("script_id is empty: give the id of a script in the server's scripts.json")
-    return script_id
+    return _require_text("script_id", script_id, "quick-echo", "give the id of a script in the server's scripts.json")
 
 
 def validate_args(args: Any) -> list[str]:
@@ -126,10 +130,7 @@ def validate_args(args: Any) -> list[str]:
 
 
 def validate_job_id(job_id: Any) -> str:
-    if not isinstance(job_id, str):
-        raise TypeError(f"job_id must be a string such as 'job_1795342284509_3', got {type(job_id).__name__}")
-    if not job_id.strip():
-        raise ValueError("job_id is empty: pass the job id returned when the script was submitted")
+    _require_text("job_id", job_id, "job_1795342284509_3", "pass the job id returned when the script was submitted")
     if job_id.strip() in (".", ".."):
         # Dot segments would be folded away by URL normalisation and hit another route.
         raise ValueError(f"job_id {job_id!r} is not a job id")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import random
 
 import pytest
 import requests
@@ -23,7 +22,7 @@ from airflow_provider_scriptrunner.exceptions import (
 )
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook, build_base_url
 from airflow_provider_scriptrunner.models import JobStatus
-from tests.conftest import BASE_URL, TOKEN, job_body, log_page_callback
+from tests.conftest import BASE_URL, TOKEN, job_body, log_page_callback, mixed_text
 
 REFUSED = requests.exceptions.ConnectionError(
     urllib3.exceptions.MaxRetryError(None, "/run", urllib3.exceptions.NewConnectionError(None, "refused"))
@@ -426,20 +425,9 @@ def test_read_timeout_error_names_the_timeout(set_connection, requests_mock):
 # -- whole-stream logs ------------------------------------------------------------------------
 
 
-def _mixed_text(size: int, seed: int = 7) -> bytes:
-    rng = random.Random(seed)
-    pieces = ["a", "Z", " ", "\n", "é", "ß", "中", "文", "€", "😀", "𝄞", "ok\t"]
-    out, total = [], 0
-    while total < size:
-        piece = rng.choice(pieces)
-        out.append(piece)
-        total += len(piece.encode())
-    return "".join(out).encode()
-
-
 @pytest.mark.parametrize("page_size", [4, 5, 7, 4096, 65536])
 def test_iter_log_reassembles_multibyte_text_exactly(conn, requests_mock, page_size):
-    blob = _mixed_text(3 * 1024 * 1024 if page_size == 65536 else 3000 if page_size < 10 else 20_000)
+    blob = mixed_text(3 * 1024 * 1024 if page_size == 65536 else 3000 if page_size < 10 else 20_000)
     requests_mock.get(f"{BASE_URL}/jobs/j/logs", json=log_page_callback({"stdout": blob}))
     chunks = list(ScriptRunnerHook().iter_log("j", page_size=page_size))
     assert "".join(c.text for c in chunks).encode() == blob

@@ -6,42 +6,22 @@ import sys
 
 import pytest
 
+from tests.conftest import MIXED_TEXT_SOURCE, mixed_text  # noqa: F401 (re-exported for the tests)
+
 from airflow_provider_scriptrunner.testing.pytest_plugin import (  # noqa: F401 (fixtures)
     scriptrunner_connection,
     scriptrunner_server,
     scriptrunner_server_config,
 )
 
-#: Deterministic mixed ASCII / multi-byte text, SIZE bytes or a little more, on stdout.
-MIXED_TEXT = (
-    "import sys, random\n"
-    "rng = random.Random(int(sys.argv[2]))\n"
-    "pieces = ['a', 'Z', ' ', '\\n', 'é', 'ß', '中', '文', '€', '😀', '𝄞', 'ok\\t']\n"
-    "out, total, size = [], 0, int(sys.argv[1])\n"
-    "while total < size:\n"
-    "    p = rng.choice(pieces); out.append(p); total += len(p.encode())\n"
-    "sys.stdout.buffer.write(''.join(out).encode())\n"
-)
-
-
-def mixed_text(size: int, seed: int) -> bytes:
-    import random
-
-    rng = random.Random(seed)
-    pieces = ["a", "Z", " ", "\n", "é", "ß", "中", "文", "€", "😀", "𝄞", "ok\t"]
-    out, total = [], 0
-    while total < size:
-        piece = rng.choice(pieces)
-        out.append(piece)
-        total += len(piece.encode())
-    return "".join(out).encode()
+MIXED_SCRIPT = MIXED_TEXT_SOURCE + "\nimport sys\nsys.stdout.buffer.write(mixed_text(int(sys.argv[1]), int(sys.argv[2])))\n"
 
 
 @pytest.fixture
 def scriptrunner_scripts(tmp_path):
     """Scripts for the integration tests; each writes what a test needs to check from outside."""
     python = sys.executable
-    (tmp_path / "mixed.py").write_text(MIXED_TEXT)
+    (tmp_path / "mixed.py").write_text(MIXED_SCRIPT)
     return {
         "mixed": {"body": f'#!/bin/sh\nexec "{python}" "{tmp_path / "mixed.py"}" "$1" "$2"\n'},
         "echo": {"body": '#!/bin/sh\necho "$@"\n'},
