@@ -6,14 +6,14 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_scriptrunner._compat import AirflowFailException, AirflowSensorTimeout, conf
+from airflow_provider_scriptrunner._compat import AirflowFailException, AirflowSensorTimeout, AirflowSkipException, conf
 from airflow_provider_scriptrunner.exceptions import JOB_NOT_FOUND, ScriptRunnerError, ScriptRunnerJobNotFoundError
 from airflow_provider_scriptrunner.hooks.scriptrunner import DEFAULT_CONN_ID, ScriptRunnerHook, validate_job_id
-from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
 from airflow_provider_scriptrunner.outcome import Verdict, judge_job
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
@@ -62,7 +62,7 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
         try:
             return self.hook.get_job(validate_job_id(self.job_id))
         except ScriptRunnerJobNotFoundError as err:
-            raise AirflowFailException(f"job {self.job_id} is unknown to the server (JOB_NOT_FOUND): {err.message}") from None
+            self._fail(f"job {self.job_id} is unknown to the server (JOB_NOT_FOUND): {err.message}")
 
     def poke(self, context: Context) -> PokeReturnValue:
         job = self._get_job()
@@ -71,12 +71,17 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._judge(job))
 
-    @staticmethod
-    def _judge(job: ScriptRunnerJob) -> dict[str, Any]:
+    def _judge(self, job: ScriptRunnerJob) -> dict[str, Any]:
         outcome = judge_job(job)
         if outcome.verdict is not Verdict.SUCCESS:
-            raise AirflowFailException(outcome.message)
+            self._fail(outcome.message)
         return job.to_dict()
+
+    def _fail(self, message: str) -> NoReturn:
+        """Fail without retries, or skip under ``soft_fail`` / ``never_fail`` (as in poke mode)."""
+        if self.soft_fail or self.never_fail:
+            raise AirflowSkipException(f"{message} (skipped: soft_fail/never_fail is set)")
+        raise AirflowFailException(message)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -103,8 +108,8 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(f"job {result.job_id} did not end within the sensor's timeout")
         if result.status == EVENT_ERROR:
             if result.error_code == JOB_NOT_FOUND:  # cannot change: do not burn retries
-                raise AirflowFailException(result.message)
+                self._fail(result.message)
             raise ScriptRunnerError(result.message)
-        if result.status == EVENT_SUCCESS and result.job is not None:
-            return result.job.to_dict()
-        return self._judge(result.job) if result.job else {}
+        if result.job is None:
+            self._fail(f"job {result.job_id}: {result.message or 'the trigger reported no job'}")
+        return self._judge(result.job)

@@ -1,0 +1,407 @@
+"""ScriptRunnerJobSensor: poke, poke-mode execute, deferrable execute and execute_complete (requests-mock)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from airflow.sdk import PokeReturnValue
+from airflow.sdk.bases import sensor as sensor_base
+
+from airflow_provider_scriptrunner._compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
+from airflow_provider_scriptrunner.exceptions import ScriptRunnerError
+from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
+from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.outcome import judge_job
+from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
+from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
+from tests.conftest import BASE_URL, job_body
+
+JOB = "job_1795342284509_3"
+JOB_URL = f"{BASE_URL}/jobs/{JOB}"
+NOT_FOUND = {"status_code": 404, "json": {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}}}
+
+FAILED_BODIES = [
+    pytest.param(job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"), "failed with exit code 3", id="failed-3"),
+    pytest.param(job_body(JOB, "timed_out"), "timed out", id="timed_out"),
+    pytest.param(job_body(JOB, "canceled"), "was canceled on the server", id="canceled"),
+    pytest.param(job_body(JOB, "failed", code=-1), "ended with code -1", id="failed-minus-1"),
+]
+
+
+def make_sensor(**kwargs) -> ScriptRunnerJobSensor:
+    kwargs.setdefault("task_id", "wait_for_job")
+    kwargs.setdefault("job_id", JOB)
+    kwargs.setdefault("deferrable", False)
+    return ScriptRunnerJobSensor(**kwargs)
+
+
+def answer(*bodies) -> list[dict]:
+    return [{"json": body} for body in bodies]
+
+
+def assert_never_canceled(requests_mock) -> None:
+    assert requests_mock.request_history, "the sensor never talked to the server"
+    assert all(r.method == "GET" for r in requests_mock.request_history)
+
+
+@pytest.fixture
+def no_sleep(monkeypatch):
+    """Record BaseSensorOperator's pauses between pokes instead of sleeping."""
+    pauses: list[float] = []
+    monkeypatch.setattr(sensor_base, "time", SimpleNamespace(sleep=pauses.append, monotonic=time.monotonic))
+    return pauses
+
+
+# --------------------------------------------------------------------------------------------
+# poke()
+
+
+@pytest.mark.parametrize("status", ["queued", "running"])
+def test_poke_not_done_while_job_in_progress(conn, requests_mock, status):
+    requests_mock.get(JOB_URL, json=job_body(JOB, status))
+    result = make_sensor().poke({})
+
+    assert isinstance(result, PokeReturnValue)
+    assert result.is_done is False
+    assert not result
+    assert requests_mock.call_count == 1
+    assert_never_canceled(requests_mock)
+
+
+def test_poke_done_with_job_dict_on_success(conn, requests_mock):
+    body = job_body(JOB, "succeeded", stdoutPreview="hello\n", stdoutSize=6)
+    requests_mock.get(JOB_URL, json=body)
+    result = make_sensor().poke({})
+
+    assert result.is_done is True
+    assert result.xcom_value == ScriptRunnerJob.from_api(body).to_dict()
+    assert result.xcom_value["status"] == "succeeded"
+    assert result.xcom_value["job_id"] == JOB
+    assert result.xcom_value["stdout_preview"] == "hello\n"
+    assert json.loads(json.dumps(result.xcom_value)) == result.xcom_value  # XCom-safe
+    assert_never_canceled(requests_mock)
+
+
+@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
+def test_poke_fails_without_retry_on_unsuccessful_end(conn, requests_mock, body, reason):
+    requests_mock.get(JOB_URL, json=body)
+    with pytest.raises(AirflowFailException) as excinfo:
+        make_sensor().poke({})
+
+    assert reason in str(excinfo.value)
+    assert str(excinfo.value) == judge_job(ScriptRunnerJob.from_api(body)).message
+    assert_never_canceled(requests_mock)
+
+
+def test_poke_job_not_found_fails_without_retry(conn, requests_mock):
+    requests_mock.get(JOB_URL, **NOT_FOUND)
+    with pytest.raises(AirflowFailException, match="JOB_NOT_FOUND"):
+        make_sensor().poke({})
+    assert requests_mock.call_count == 1  # 404 is not retried
+    assert_never_canceled(requests_mock)
+
+
+def test_poke_transient_error_is_an_ordinary_failure(conn, requests_mock, set_connection):
+    set_connection(host="sr.test", port=8080, extra={"retries": 1})
+    requests_mock.get(JOB_URL, status_code=503, text="<html>busy</html>")
+    with pytest.raises(ScriptRunnerError) as excinfo:
+        make_sensor().poke({})
+    assert not isinstance(excinfo.value, AirflowFailException)  # task retries apply
+    assert requests_mock.call_count == 2  # the hook's own retry
+    assert_never_canceled(requests_mock)
+
+
+def test_poke_uses_the_given_connection(set_connection, requests_mock):
+    set_connection("sr_other", host="other.test", port=9090)
+    requests_mock.get(f"http://other.test:9090/jobs/{JOB}", json=job_body(JOB, "running"))
+    assert make_sensor(scriptrunner_conn_id="sr_other").poke({}).is_done is False
+
+
+# --------------------------------------------------------------------------------------------
+# execute() in poke mode (BaseSensorOperator's loop)
+
+
+def test_poke_mode_execute_waits_until_success(conn, requests_mock, no_sleep):
+    bodies = [job_body(JOB, "queued", startedAt=None), job_body(JOB, "running"), job_body(JOB, "succeeded")]
+    requests_mock.get(JOB_URL, answer(*bodies))
+
+    result = make_sensor(poke_interval=4).execute({})
+
+    assert result == ScriptRunnerJob.from_api(bodies[-1]).to_dict()
+    assert requests_mock.call_count == 3
+    assert no_sleep == [4, 4]
+    assert_never_canceled(requests_mock)
+
+
+@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
+def test_poke_mode_execute_fails_on_unsuccessful_end(conn, requests_mock, no_sleep, body, reason):
+    requests_mock.get(JOB_URL, answer(job_body(JOB, "running"), body))
+    with pytest.raises(AirflowFailException, match=reason):
+        make_sensor(poke_interval=4).execute({})
+    assert requests_mock.call_count == 2
+    assert_never_canceled(requests_mock)
+
+
+def test_poke_mode_timeout_does_not_cancel(conn, requests_mock, no_sleep):
+    requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
+    with pytest.raises(AirflowSensorTimeout):
+        make_sensor(poke_interval=0, timeout=0).execute({})
+    assert_never_canceled(requests_mock)
+
+
+def test_poke_mode_soft_fail_skips_on_failed_job(conn, requests_mock, no_sleep):
+    from airflow_provider_scriptrunner._compat import AirflowSkipException
+
+    requests_mock.get(JOB_URL, json=job_body(JOB, "failed", code=2))
+    with pytest.raises(AirflowSkipException):
+        make_sensor(soft_fail=True).execute({})
+
+
+def test_reschedule_mode_reschedules_while_running(conn, requests_mock):
+    requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
+    ti = SimpleNamespace(get_first_reschedule_date=lambda context: None)
+    with pytest.raises(sensor_base.AirflowRescheduleException):
+        make_sensor(mode="reschedule", poke_interval=30).execute({"ti": ti})
+    assert requests_mock.call_count == 1
+    assert_never_canceled(requests_mock)
+
+
+def test_on_kill_does_not_cancel(conn, requests_mock):
+    make_sensor().on_kill()
+    assert requests_mock.request_history == []
+
+
+# --------------------------------------------------------------------------------------------
+# execute() in deferrable mode
+
+
+def test_deferrable_returns_at_once_when_already_succeeded(conn, requests_mock):
+    body = job_body(JOB, "succeeded")
+    requests_mock.get(JOB_URL, json=body)
+
+    result = make_sensor(deferrable=True).execute({})  # no TaskDeferred
+
+    assert result == ScriptRunnerJob.from_api(body).to_dict()
+    assert requests_mock.call_count == 1
+
+
+@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
+def test_deferrable_fails_at_once_when_already_ended_badly(conn, requests_mock, body, reason):
+    requests_mock.get(JOB_URL, json=body)
+    with pytest.raises(AirflowFailException, match=reason):
+        make_sensor(deferrable=True).execute({})
+    assert_never_canceled(requests_mock)
+
+
+def test_deferrable_job_not_found_fails_without_deferring(conn, requests_mock):
+    requests_mock.get(JOB_URL, **NOT_FOUND)
+    with pytest.raises(AirflowFailException, match="JOB_NOT_FOUND"):
+        make_sensor(deferrable=True).execute({})
+
+
+@pytest.mark.parametrize("flag", ["soft_fail", "never_fail"])
+def test_deferrable_soft_fail_skips_when_job_already_failed(conn, requests_mock, flag):
+    from airflow_provider_scriptrunner._compat import AirflowSkipException
+
+    requests_mock.get(JOB_URL, json=job_body(JOB, "failed", code=2))
+    with pytest.raises(AirflowSkipException):
+        make_sensor(deferrable=True, **{flag: True}).execute({})
+
+
+@pytest.mark.parametrize("timeout", [300, timedelta(minutes=5)], ids=["seconds", "timedelta"])
+def test_deferrable_defers_a_watch_only_trigger(conn, requests_mock, timeout):
+    requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
+    sensor = make_sensor(deferrable=True, poke_interval=7, timeout=timeout, scriptrunner_conn_id="scriptrunner_default")
+
+    before = time.time()
+    with pytest.raises(TaskDeferred) as excinfo:
+        sensor.execute({})
+    after = time.time()
+
+    deferred = excinfo.value
+    trigger = deferred.trigger
+    assert isinstance(trigger, ScriptRunnerJobTrigger)
+    assert deferred.method_name == "execute_complete"
+    assert trigger.job_id == JOB
+    assert trigger.scriptrunner_conn_id == "scriptrunner_default"
+    assert trigger.poll_interval == 7.0 == sensor.poke_interval
+    assert trigger.cancel_on_kill is False
+    assert trigger.cancel_on_timeout is False
+    assert before + 300 <= trigger.end_time <= after + 300
+    assert_never_canceled(requests_mock)
+
+
+# --------------------------------------------------------------------------------------------
+# execute_complete()
+
+
+def _event(status: str, body: dict | None = None, **kwargs) -> dict:
+    job = ScriptRunnerJob.from_api(body) if body else None
+    payload = JobEvent(status, kwargs.pop("message", f"{status} message"), JOB, job, **kwargs).to_dict()
+    return json.loads(json.dumps(payload))  # as it arrives from the triggerer
+
+
+def test_execute_complete_success_returns_job_dict(conn):
+    body = job_body(JOB, "succeeded", stdoutPreview="out\n")
+    result = make_sensor().execute_complete({}, _event("success", body))
+    assert result == ScriptRunnerJob.from_api(body).to_dict()
+    assert result["status"] == "succeeded" and result["stdout_preview"] == "out\n"
+
+
+@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
+def test_execute_complete_failure_fails_without_retry(conn, body, reason):
+    with pytest.raises(AirflowFailException, match=reason):
+        make_sensor().execute_complete({}, _event("failure", body, message=judge_job(ScriptRunnerJob.from_api(body)).message))
+
+
+def test_execute_complete_timeout_raises_sensor_timeout(conn):
+    with pytest.raises(AirflowSensorTimeout, match=JOB):
+        make_sensor().execute_complete({}, _event("timeout", job_body(JOB, "running")))
+
+
+def test_execute_complete_job_not_found_fails_without_retry(conn):
+    event = _event("error", message="job is unknown (JOB_NOT_FOUND)", error_code="JOB_NOT_FOUND")
+    with pytest.raises(AirflowFailException, match="JOB_NOT_FOUND"):
+        make_sensor().execute_complete({}, event)
+
+
+def test_execute_complete_other_error_leaves_retries_to_airflow(conn):
+    event = _event("error", job_body(JOB, "running"), message="gave up after 8 failed polls in a row")
+    with pytest.raises(ScriptRunnerError, match="8 failed polls") as excinfo:
+        make_sensor().execute_complete({}, event)
+    assert not isinstance(excinfo.value, AirflowFailException)
+    assert not isinstance(excinfo.value, AirflowSensorTimeout)
+
+
+def test_resume_execution_soft_fail_skips_a_failure_event(conn):
+    from airflow_provider_scriptrunner._compat import AirflowSkipException
+
+    event = _event("failure", job_body(JOB, "failed", code=2))
+    with pytest.raises(AirflowSkipException):
+        make_sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, {})
+    with pytest.raises(AirflowFailException):
+        make_sensor().resume_execution("execute_complete", {"event": event}, {})
+
+
+def test_execute_complete_failure_event_without_job_does_not_succeed(conn):
+    with pytest.raises(AirflowFailException):
+        make_sensor().execute_complete({}, _event("failure", None, message="job ended badly"))
+
+
+# --------------------------------------------------------------------------------------------
+# The deferred path end to end: the sensor's own trigger, run against a fake server
+
+
+class _Server:
+    """An httpx handler for one job: GETs answer from `polls` (the last repeats); any other request is recorded."""
+
+    def __init__(self, *polls):
+        self.polls = list(polls)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.method != "GET":
+            return httpx.Response(200, json=job_body(JOB, "canceled"))
+        body = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
+        return httpx.Response(200, json=body)
+
+
+def _deferred_trigger(requests_mock, server: _Server, **sensor_kwargs) -> tuple[ScriptRunnerJobSensor, ScriptRunnerJobTrigger]:
+    requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
+    sensor = make_sensor(deferrable=True, **sensor_kwargs)
+    with pytest.raises(TaskDeferred) as excinfo:
+        sensor.execute({})
+    trigger = excinfo.value.trigger
+    _, kwargs = trigger.serialize()  # what the triggerer rebuilds the trigger from
+    trigger = ScriptRunnerJobTrigger(**json.loads(json.dumps(kwargs)))
+    trigger._hook = ScriptRunnerAsyncHook(retries=0, transport=httpx.MockTransport(server))
+    return sensor, trigger
+
+
+async def _events(trigger):
+    return [event async for event in trigger.run()]
+
+
+@pytest.mark.asyncio
+async def test_deferred_path_success_matches_poke_path(conn, requests_mock):
+    final = job_body(JOB, "succeeded", stdoutPreview="done\n")
+    server = _Server(job_body(JOB, "running"), final)
+    sensor, trigger = _deferred_trigger(requests_mock, server, poke_interval=0.01)
+
+    (event,) = await _events(trigger)
+    result = sensor.execute_complete({}, json.loads(json.dumps(event.payload)))
+
+    assert len(server.requests) == 2
+    requests_mock.get(JOB_URL, json=final)
+    assert result == make_sensor().poke({}).xcom_value
+    assert all(r.method == "GET" for r in server.requests)
+
+
+@pytest.mark.asyncio
+async def test_deferred_path_failure_fails_the_sensor(conn, requests_mock):
+    body = job_body(JOB, "failed", code=3, stderrPreview="boom\n")
+    sensor, trigger = _deferred_trigger(requests_mock, _Server(body))
+
+    (event,) = await _events(trigger)
+    with pytest.raises(AirflowFailException, match="exit code 3"):
+        sensor.execute_complete({}, json.loads(json.dumps(event.payload)))
+
+
+@pytest.mark.asyncio
+async def test_deferred_path_timeout_never_cancels(conn, requests_mock, monkeypatch):
+    server = _Server(job_body(JOB, "running"))
+    sensor, trigger = _deferred_trigger(requests_mock, server, timeout=60)
+    trigger.end_time = time.time() - 1  # the sensor's timeout has passed
+
+    (event,) = await _events(trigger)
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute_complete({}, json.loads(json.dumps(event.payload)))
+
+    async def task_failed():
+        return "failed"
+
+    monkeypatch.setattr(trigger, "_task_instance_state", task_failed)
+    await trigger.on_kill()  # a user marked the deferred sensor failed
+    assert all(r.method == "GET" for r in server.requests)
+
+
+# --------------------------------------------------------------------------------------------
+# Construction
+
+
+def test_job_id_is_templated(conn):
+    assert "job_id" in ScriptRunnerJobSensor.template_fields
+    sensor = make_sensor(job_id="{{ submitted }}")
+    sensor.render_template_fields({"submitted": JOB})
+    assert sensor.job_id == JOB
+
+
+def test_defaults(conn):
+    sensor = ScriptRunnerJobSensor(task_id="t", job_id=JOB, deferrable=False)
+    assert sensor.scriptrunner_conn_id == "scriptrunner_default"
+    assert sensor.poke_interval == 10.0
+
+
+def test_hook_is_not_built_at_construction(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_SCRIPTRUNNER_DEFAULT", raising=False)
+    sensor = make_sensor()  # no connection defined: parsing a DAG must still work
+    assert "hook" not in sensor.__dict__
+
+
+@pytest.mark.parametrize(("env", "expected"), [("true", True), ("false", False)])
+def test_deferrable_default_from_config(monkeypatch, env, expected):
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", env)
+    assert ScriptRunnerJobSensor(task_id="t", job_id=JOB).deferrable is expected
+
+
+def test_explicit_deferrable_beats_config(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "true")
+    assert ScriptRunnerJobSensor(task_id="t", job_id=JOB, deferrable=False).deferrable is False
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "false")
+    assert ScriptRunnerJobSensor(task_id="t", job_id=JOB, deferrable=True).deferrable is True

@@ -1,0 +1,593 @@
+"""ScriptRunnerJobTrigger: polling, backoff, deadlines, kill handling and serialisation, over httpx.MockTransport."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
+from airflow_provider_scriptrunner.models import JobEvent, JobStatus, ScriptRunnerJob
+from airflow_provider_scriptrunner.outcome import judge_job
+from airflow_provider_scriptrunner.triggers import scriptrunner as trigger_module
+from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
+from tests.conftest import job_body
+
+JOB = "job_1795342284509_3"
+NOT_FOUND = (404, {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}})
+_real_sleep = asyncio.sleep
+
+
+class FakeServer:
+    """
+    An httpx handler playing script-runner for one job, recording every request.
+
+    GET /jobs/{JOB} answers from ``polls`` in order (the last one repeats); POST /jobs/{JOB}/cancel
+    answers ``cancel``. An answer is ``(status, dict-or-text)`` or an exception to raise.
+    """
+
+    def __init__(self, *polls, cancel=(200, job_body(JOB, "canceled"))):
+        self.polls = list(polls)
+        self.cancel = cancel
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.method == "POST":
+            assert request.url.path == f"/jobs/{JOB}/cancel"
+            answer = self.cancel
+        else:
+            assert (request.method, request.url.path) == ("GET", f"/jobs/{JOB}")
+            answer = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
+        if isinstance(answer, Exception):
+            raise answer
+        status, body = answer
+        if isinstance(body, dict):
+            return httpx.Response(status, json=body)
+        return httpx.Response(status, text=body, headers={"Content-Type": "text/html"})
+
+    @property
+    def gets(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "GET"]
+
+    @property
+    def cancels(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "POST"]
+
+
+class FakeClock:
+    """Wall clock and asyncio.sleep for the trigger module: sleeping records the delay and advances time."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        if len(self.sleeps) >= 100:  # a trigger that never ends fails fast instead of spinning
+            raise AssertionError(f"the trigger kept polling: pauses so far {self.sleeps[:10]}...")
+        self.sleeps.append(delay)
+        self.now += delay
+        await _real_sleep(0)
+
+
+class _AsyncioWithSleep:
+    """The asyncio module as the trigger module sees it, with ``sleep`` replaced."""
+
+    def __init__(self, sleep) -> None:
+        self.sleep = sleep
+
+    def __getattr__(self, name: str):
+        return getattr(asyncio, name)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(trigger_module, "asyncio", _AsyncioWithSleep(fake.sleep))
+    monkeypatch.setattr(trigger_module, "time", SimpleNamespace(time=fake.time))
+    return fake
+
+
+def make_trigger(server: FakeServer, **kwargs) -> ScriptRunnerJobTrigger:
+    kwargs.setdefault("poll_interval", 5.0)
+    trigger = ScriptRunnerJobTrigger(job_id=JOB, **kwargs)
+    trigger._hook = ScriptRunnerAsyncHook(retries=0, transport=httpx.MockTransport(server))
+    return trigger
+
+
+async def run_all(trigger: ScriptRunnerJobTrigger) -> list:
+    return [event async for event in trigger.run()]
+
+
+async def only_event(trigger: ScriptRunnerJobTrigger) -> dict:
+    events = await run_all(trigger)
+    assert len(events) == 1, f"expected exactly one event, got {events!r}"
+    return events[0].payload
+
+
+def state_returning(value):
+    async def _state():
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    return _state
+
+
+# --------------------------------------------------------------------------------------------
+# Terminal states
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("body", "expected_status", "expected_text"),
+    [
+        (job_body(JOB, "succeeded"), "success", "succeeded"),
+        (job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"), "failure", "failed with exit code 3"),
+        (job_body(JOB, "timed_out"), "failure", "timed out"),
+        (job_body(JOB, "canceled"), "failure", "was canceled on the server"),
+        (job_body(JOB, "failed", code=-1), "failure", "ended with code -1"),
+    ],
+    ids=["succeeded", "failed-3", "timed_out", "canceled", "failed-minus-1"],
+)
+async def test_terminal_status_fires_one_event(conn, clock, body, expected_status, expected_text):
+    server = FakeServer((200, body))
+    payload = await only_event(make_trigger(server))
+
+    assert payload["status"] == expected_status
+    assert expected_text in payload["message"]
+    assert payload["message"] == judge_job(ScriptRunnerJob.from_api(body)).message
+    assert payload["job_id"] == JOB
+    assert payload["job"]["status"] == body["status"]
+    assert payload["job"]["exit_code"] == body["code"]
+    assert len(server.gets) == 1 and not server.cancels
+    assert clock.sleeps == []
+
+
+@pytest.mark.asyncio
+async def test_failure_message_quotes_stderr(conn, clock):
+    server = FakeServer((200, job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n")))
+    payload = await only_event(make_trigger(server))
+    assert "boom: disk full" in payload["message"]
+
+
+@pytest.mark.asyncio
+async def test_polls_queued_and_running_at_the_poll_interval(conn, clock):
+    server = FakeServer(
+        (200, job_body(JOB, "queued", startedAt=None)),
+        (200, job_body(JOB, "running")),
+        (200, job_body(JOB, "running", stdoutSize=10)),
+        (200, job_body(JOB, "succeeded")),
+    )
+    payload = await only_event(make_trigger(server, poll_interval=7))
+
+    assert payload["status"] == "success"
+    assert len(server.gets) == 4
+    assert clock.sleeps == [7.0, 7.0, 7.0]  # one pause between polls, none after the last
+    assert not server.cancels
+
+
+@pytest.mark.asyncio
+async def test_unknown_status_is_treated_as_not_finished(conn, clock):
+    server = FakeServer((200, job_body(JOB, "paused")), (200, job_body(JOB, "succeeded")))
+    payload = await only_event(make_trigger(server))
+    assert payload["status"] == "success"
+    assert len(server.gets) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Transient errors and giving up
+
+
+@pytest.mark.asyncio
+async def test_transient_errors_back_off_then_success(conn, clock):
+    server = FakeServer(
+        (503, {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": "busy"}}),
+        httpx.ConnectError("[Errno 111] Connection refused"),
+        (502, "<html><body><h1>502 Bad Gateway</h1></body></html>"),
+        (200, job_body(JOB, "succeeded")),
+    )
+    payload = await only_event(make_trigger(server, poll_interval=5))
+
+    assert payload["status"] == "success"
+    assert len(server.gets) == 4
+    assert clock.sleeps == [5.0, 10.0, 20.0]  # exponential backoff from poll_interval
+
+
+@pytest.mark.asyncio
+async def test_error_count_resets_after_a_good_poll(conn, clock):
+    server = FakeServer(
+        (503, "<html>busy</html>"),
+        (200, job_body(JOB, "running")),
+        (503, "<html>busy</html>"),
+        (503, "<html>busy</html>"),
+        (200, job_body(JOB, "succeeded")),
+    )
+    payload = await only_event(make_trigger(server, poll_interval=5, max_consecutive_errors=3))
+
+    assert payload["status"] == "success"  # 3 errors in all, but never 3 in a row
+    assert clock.sleeps == [5.0, 5.0, 5.0, 10.0]
+
+
+@pytest.mark.asyncio
+async def test_backoff_is_capped(conn, clock):
+    server = FakeServer(*[(503, "<html>busy</html>")] * 4, (200, job_body(JOB, "succeeded")))
+    await only_event(make_trigger(server, poll_interval=40))
+    assert clock.sleeps == [40.0, 60.0, 60.0, 60.0]
+    assert max(clock.sleeps) == trigger_module.MAX_ERROR_BACKOFF
+
+
+@pytest.mark.asyncio
+async def test_too_many_consecutive_errors_fire_error_event(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")), (502, "<html>Bad Gateway</html>"))
+    payload = await only_event(make_trigger(server, poll_interval=5, max_consecutive_errors=3))
+
+    assert payload["status"] == "error"
+    assert "3 failed polls in a row" in payload["message"]
+    assert "502" in payload["message"]
+    assert payload["error_code"] is None
+    assert payload["job"]["status"] == "running"  # the last job seen travels with the event
+    assert len(server.gets) == 4  # one good poll, then exactly max_consecutive_errors bad ones
+    assert clock.sleeps == [5.0, 5.0, 10.0]
+    assert not server.cancels
+
+
+@pytest.mark.asyncio
+async def test_job_not_found_fires_error_at_once(conn, clock):
+    server = FakeServer(NOT_FOUND)
+    payload = await only_event(make_trigger(server, max_consecutive_errors=8))
+
+    assert payload["status"] == "error"
+    assert payload["error_code"] == "JOB_NOT_FOUND"
+    assert "JOB_NOT_FOUND" in payload["message"] and JOB in payload["message"]
+    assert len(server.gets) == 1  # not retried: it cannot change
+    assert clock.sleeps == []
+    assert not server.cancels
+
+
+# --------------------------------------------------------------------------------------------
+# Deadline
+
+
+@pytest.mark.asyncio
+async def test_deadline_already_passed_cancels_without_polling(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "canceled")))
+    payload = await only_event(make_trigger(server, end_time=clock.now - 1))
+
+    assert payload["status"] == "timeout"
+    assert "canceled" in payload["message"]
+    assert len(server.cancels) == 1 and not server.gets
+    assert payload["job"]["status"] == "canceled"  # the job as the cancel call returned it
+
+
+@pytest.mark.asyncio
+async def test_deadline_passing_while_polling_cancels_the_job(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
+    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 12))
+
+    assert payload["status"] == "timeout"
+    assert clock.sleeps == [5.0, 5.0, 2.0]  # the last pause ends at the deadline, not after it
+    assert len(server.gets) == 3
+    assert len(server.cancels) == 1
+    assert server.requests[-1].method == "POST"  # canceled after the last poll
+    assert payload["job"]["status"] == "running"  # server still stopping it (SIGTERM sent)
+
+
+@pytest.mark.asyncio
+async def test_deadline_during_error_backoff_is_kept(conn, clock):
+    server = FakeServer((503, "<html>busy</html>"))
+    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 12))
+
+    assert payload["status"] == "timeout"
+    assert clock.sleeps == [5.0, 7.0]  # backoff (10 s) cut short at the deadline
+    assert len(server.cancels) == 1
+
+
+@pytest.mark.asyncio
+async def test_deadline_without_cancel_on_timeout_leaves_the_job(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")))
+    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 10, cancel_on_timeout=False))
+
+    assert payload["status"] == "timeout"
+    assert "did not finish before the deadline" in payload["message"]
+    assert not server.cancels
+    assert payload["job"]["status"] == "running"
+
+
+@pytest.mark.asyncio
+async def test_deadline_cancel_failure_still_times_out(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(503, "<html>busy</html>"))
+    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 5))
+
+    assert payload["status"] == "timeout"
+    assert len(server.cancels) == 1
+    assert payload["job"]["status"] == "running"  # falls back to the last job seen
+
+
+@pytest.mark.asyncio
+async def test_job_finishing_before_deadline_is_not_canceled(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")), (200, job_body(JOB, "succeeded")))
+    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 60))
+    assert payload["status"] == "success"
+    assert not server.cancels
+
+
+# --------------------------------------------------------------------------------------------
+# Serialisation and event payload
+
+
+def test_serialize_round_trip():
+    trigger = ScriptRunnerJobTrigger(
+        job_id=JOB,
+        scriptrunner_conn_id="sr_other",
+        poll_interval=3,
+        end_time=1_800_000_123.5,
+        cancel_on_kill=False,
+        max_consecutive_errors=4,
+        cancel_on_timeout=False,
+    )
+    classpath, kwargs = trigger.serialize()
+
+    module_name, _, class_name = classpath.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert cls is ScriptRunnerJobTrigger
+
+    restored_kwargs = json.loads(json.dumps(kwargs))
+    rebuilt = cls(**restored_kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs == {
+        "job_id": JOB,
+        "scriptrunner_conn_id": "sr_other",
+        "poll_interval": 3.0,
+        "end_time": 1_800_000_123.5,
+        "cancel_on_kill": False,
+        "max_consecutive_errors": 4,
+        "cancel_on_timeout": False,
+    }
+
+
+def test_serialize_defaults_round_trip():
+    classpath, kwargs = ScriptRunnerJobTrigger(job_id=JOB).serialize()
+    rebuilt = ScriptRunnerJobTrigger(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["end_time"] is None and kwargs["cancel_on_kill"] is True and kwargs["cancel_on_timeout"] is True
+
+
+@pytest.mark.asyncio
+async def test_event_payload_round_trips_through_json(conn, clock):
+    body = job_body(JOB, "failed", code=3, stderrPreview="bad\n", stdoutSize=12, stdoutTruncated=True)
+    payload = await only_event(make_trigger(FakeServer((200, body))))
+
+    wire = json.loads(json.dumps(payload))
+    assert wire == payload
+    event = JobEvent.from_dict(wire)
+    assert event.status == "failure"
+    assert event.job_id == JOB
+    assert event.job == ScriptRunnerJob.from_api(body)
+    assert event.job.status is JobStatus.FAILED and event.job.exit_code == 3 and event.job.stdout_truncated
+    assert event.to_dict() == payload
+
+
+# --------------------------------------------------------------------------------------------
+# Client lifetime
+
+
+@pytest.mark.asyncio
+async def test_run_closes_the_client_before_yielding(conn, clock):
+    trigger = make_trigger(FakeServer((200, job_body(JOB, "succeeded"))))
+    client = await trigger._hook.get_client()
+    events = trigger.run()
+    event = await events.__anext__()
+
+    assert event.payload["status"] == "success"
+    assert client.is_closed
+    assert trigger._hook._client is None
+    with pytest.raises(StopAsyncIteration):
+        await events.__anext__()
+
+
+@pytest.mark.asyncio
+async def test_cleanup_closes_the_client(conn):
+    trigger = make_trigger(FakeServer((200, job_body(JOB, "running"))))
+    client = await trigger._hook.get_client()
+    await trigger.cleanup()
+    assert client.is_closed and trigger._hook._client is None
+    await trigger.cleanup()  # twice is harmless
+
+
+@pytest.mark.asyncio
+async def test_cleanup_without_hook_does_not_create_one():
+    trigger = ScriptRunnerJobTrigger(job_id=JOB)
+    await trigger.cleanup()
+    assert trigger._hook is None
+
+
+@pytest.mark.asyncio
+async def test_own_hook_is_lazy_and_does_not_retry(set_connection, clock):
+    # The connection asks for 5 retries; the trigger's own backoff replaces them.
+    set_connection("sr_other", host="sr.test", port=8080, extra={"retries": 5})
+    server = FakeServer((503, "<html>busy</html>"))
+    trigger = ScriptRunnerJobTrigger(job_id=JOB, scriptrunner_conn_id="sr_other", max_consecutive_errors=1)
+    assert trigger._hook is None  # nothing built before the trigger runs
+    hook = trigger.hook
+    assert isinstance(hook, ScriptRunnerAsyncHook) and trigger.hook is hook
+    hook._transport = httpx.MockTransport(server)
+
+    payload = await only_event(trigger)
+
+    assert payload["status"] == "error"
+    assert len(server.gets) == 1
+    assert str(server.gets[0].url) == f"http://sr.test:8080/jobs/{JOB}"
+
+
+# --------------------------------------------------------------------------------------------
+# on_kill (Airflow 3.3+) and safe_to_cancel
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("state", ["failed", "success", None])
+async def test_on_kill_cancels_when_task_left_deferred(conn, monkeypatch, state):
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
+    trigger = make_trigger(server)
+    monkeypatch.setattr(trigger, "_task_instance_state", state_returning(state))
+    client = await trigger._hook.get_client()
+
+    await trigger.on_kill()
+
+    assert len(server.cancels) == 1
+    assert client.is_closed  # on_kill also releases the client
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("state", ["deferred", RuntimeError("API server unreachable")], ids=["deferred", "unreadable"])
+async def test_on_kill_leaves_job_when_task_still_deferred_or_unknown(conn, monkeypatch, state):
+    server = FakeServer((200, job_body(JOB, "running")))
+    trigger = make_trigger(server)
+    monkeypatch.setattr(trigger, "_task_instance_state", state_returning(state))
+
+    await trigger.on_kill()
+
+    assert not server.requests
+
+
+@pytest.mark.asyncio
+async def test_on_kill_respects_cancel_on_kill_false(conn, monkeypatch):
+    server = FakeServer((200, job_body(JOB, "running")))
+    trigger = make_trigger(server, cancel_on_kill=False)
+    monkeypatch.setattr(trigger, "_task_instance_state", state_returning("failed"))
+
+    await trigger.on_kill()
+
+    assert not server.requests
+
+
+@pytest.mark.asyncio
+async def test_on_kill_survives_a_failed_cancel(conn, monkeypatch):
+    server = FakeServer((200, job_body(JOB, "running")), cancel=NOT_FOUND)
+    trigger = make_trigger(server)
+    monkeypatch.setattr(trigger, "_task_instance_state", state_returning("failed"))
+
+    await trigger.on_kill()  # does not raise
+
+    assert len(server.cancels) == 1
+
+
+@pytest.mark.asyncio
+async def test_safe_to_cancel_without_task_instance_is_false():
+    trigger = ScriptRunnerJobTrigger(job_id=JOB)
+    assert trigger.task_instance is None  # as under `airflow dags test`
+    assert await trigger.safe_to_cancel() is False
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("map_index", "states", "expected_map_index", "safe"),
+    [
+        (-1, {"run_1": {"watch": "deferred"}}, -1, False),
+        (-1, {"run_1": {"watch": "failed"}}, -1, True),
+        (2, {"run_1": {"watch_2": "deferred", "watch_3": "failed"}}, 2, False),
+        (3, {"run_1": {"watch_2": "deferred", "watch_3": "failed"}}, 3, True),
+        (None, {"run_1": {"watch": "success"}}, -1, True),
+    ],
+    ids=["unmapped-deferred", "unmapped-failed", "mapped-deferred", "mapped-failed", "no-map-index"],
+)
+async def test_safe_to_cancel_reads_the_task_state(monkeypatch, map_index, states, expected_map_index, safe):
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    calls = []
+
+    def get_task_states(**kwargs):
+        calls.append(kwargs)
+        return states
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    trigger = ScriptRunnerJobTrigger(job_id=JOB)
+    trigger.task_instance = SimpleNamespace(dag_id="dag_a", task_id="watch", run_id="run_1", map_index=map_index)
+
+    assert await trigger.safe_to_cancel() is safe
+    assert calls == [{"dag_id": "dag_a", "task_ids": ["watch"], "run_ids": ["run_1"], "map_index": expected_map_index}]
+
+
+# --------------------------------------------------------------------------------------------
+# Cancellation of the trigger's task (Airflow 3.1/3.2 have no on_kill)
+
+
+async def _start_and_cancel(trigger: ScriptRunnerJobTrigger, server: FakeServer) -> None:
+    task = asyncio.create_task(run_all(trigger))
+    for _ in range(2000):
+        if server.gets:
+            break
+        await _real_sleep(0.001)
+    assert server.gets, "the trigger never polled"
+    await _real_sleep(0.01)  # let it settle into its (real, long) pause between polls
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("state", "cancel_on_kill", "expect_cancel"),
+    [
+        ("failed", True, True),
+        ("success", True, True),
+        (None, True, True),
+        ("deferred", True, False),
+        (RuntimeError("API server unreachable"), True, False),
+        ("failed", False, False),
+    ],
+    ids=["failed", "success", "no-state", "deferred", "unreadable", "cancel_on_kill-false"],
+)
+async def test_cancellation_without_on_kill_support(conn, monkeypatch, state, cancel_on_kill, expect_cancel):
+    monkeypatch.setattr(trigger_module, "TRIGGER_HAS_ON_KILL", False)
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
+    trigger = make_trigger(server, poll_interval=30, cancel_on_kill=cancel_on_kill)
+    monkeypatch.setattr(trigger, "_task_instance_state", state_returning(state))
+
+    await _start_and_cancel(trigger, server)
+
+    assert len(server.cancels) == (1 if expect_cancel else 0)
+    assert len(server.gets) == 1
+
+
+@pytest.mark.asyncio
+async def test_cancellation_with_on_kill_support_leaves_cancel_to_on_kill(conn, monkeypatch):
+    monkeypatch.setattr(trigger_module, "TRIGGER_HAS_ON_KILL", True)
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
+    trigger = make_trigger(server, poll_interval=30)
+    monkeypatch.setattr(trigger, "_task_instance_state", state_returning("failed"))
+
+    await _start_and_cancel(trigger, server)
+    assert not server.cancels  # a cancellation alone may be a triggerer restart
+
+    await trigger.on_kill()
+    assert len(server.cancels) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Constructor validation
+
+
+@pytest.mark.parametrize("poll_interval", [0, -1, -0.5])
+def test_rejects_non_positive_poll_interval(poll_interval):
+    with pytest.raises(ValueError, match="poll_interval"):
+        ScriptRunnerJobTrigger(job_id=JOB, poll_interval=poll_interval)
+
+
+@pytest.mark.parametrize("max_consecutive_errors", [0, -3])
+def test_rejects_max_consecutive_errors_below_one(max_consecutive_errors):
+    with pytest.raises(ValueError, match="max_consecutive_errors"):
+        ScriptRunnerJobTrigger(job_id=JOB, max_consecutive_errors=max_consecutive_errors)
+
+
+def test_accepts_smallest_valid_values():
+    trigger = ScriptRunnerJobTrigger(job_id=JOB, poll_interval=0.01, max_consecutive_errors=1)
+    assert trigger.poll_interval == 0.01 and trigger.max_consecutive_errors == 1
