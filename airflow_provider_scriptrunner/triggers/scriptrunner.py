@@ -11,7 +11,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_scriptrunner._compat import TRIGGER_HAS_ON_KILL
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobNotFoundError
-from airflow_provider_scriptrunner.hooks.scriptrunner import DEFAULT_CONN_ID, ScriptRunnerAsyncHook
+from airflow_provider_scriptrunner.hooks.scriptrunner import (
+    DEFAULT_CONN_ID,
+    ENDPOINTS,
+    ScriptRunnerAsyncHook,
+    is_transient,
+    validate_job_id,
+)
 from airflow_provider_scriptrunner.models import (
     EVENT_ERROR,
     EVENT_FAILURE,
@@ -24,6 +30,10 @@ from airflow_provider_scriptrunner.outcome import judge_job
 
 #: Longest pause between polls while the server keeps failing.
 MAX_ERROR_BACKOFF = 60.0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class ScriptRunnerJobTrigger(BaseTrigger):
@@ -57,10 +67,17 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         cancel_on_timeout: bool = True,
     ) -> None:
         super().__init__()
-        if poll_interval <= 0:
+        # Checked here, in the task, so that a bad value fails the task clearly instead of
+        # crashing the trigger later in the triggerer.
+        validate_job_id(job_id)
+        if not isinstance(scriptrunner_conn_id, str) or not scriptrunner_conn_id:
+            raise ValueError(f"scriptrunner_conn_id must be a non-empty connection id, got {scriptrunner_conn_id!r}")
+        if not _is_number(poll_interval) or not poll_interval > 0 or poll_interval == float("inf"):
             raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
-        if max_consecutive_errors < 1:
-            raise ValueError(f"max_consecutive_errors must be >= 1, got {max_consecutive_errors!r}")
+        if end_time is not None and (not _is_number(end_time) or end_time != end_time):
+            raise ValueError(f"end_time must be a wall-clock timestamp (epoch seconds) or None, got {end_time!r}")
+        if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int) or max_consecutive_errors < 1:
+            raise ValueError(f"max_consecutive_errors must be an int >= 1, got {max_consecutive_errors!r}")
         self.job_id = job_id
         self.scriptrunner_conn_id = scriptrunner_conn_id
         self.poll_interval = float(poll_interval)
@@ -115,6 +132,10 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                 message = f"job {self.job_id} is unknown to the server (JOB_NOT_FOUND): {err.message}"
                 return JobEvent(EVENT_ERROR, message, self.job_id, job, error_code=err.error_code)
             except ScriptRunnerError as err:
+                if not is_transient(err, ENDPOINTS["job"]):
+                    # Rejected credentials, a wrong URL, a bad connection: waiting will not help.
+                    message = f"cannot follow job {self.job_id}: {err}"
+                    return JobEvent(EVENT_ERROR, message, self.job_id, job, error_code=getattr(err, "error_code", None))
                 errors += 1
                 if errors >= self.max_consecutive_errors:
                     return JobEvent(EVENT_ERROR, f"gave up following job {self.job_id} after {errors} failed polls in a row: {err}", self.job_id, job)

@@ -252,6 +252,22 @@ async def test_job_not_found_fires_error_at_once(conn, clock):
     assert not server.cancels
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "answer",
+    [(401, ""), (403, "<html>denied</html>"), (404, "<html>nginx</html>"), (200, "<html>not json</html>")],
+    ids=["401", "403", "404-html", "200-html"],
+)
+async def test_errors_that_waiting_cannot_fix_fire_error_at_once(conn, clock, answer):
+    server = FakeServer(answer)
+    payload = await only_event(make_trigger(server, max_consecutive_errors=8))
+
+    assert payload["status"] == "error"
+    assert payload["message"].startswith(f"cannot follow job {JOB}")
+    assert len(server.gets) == 1
+    assert clock.sleeps == []
+
+
 # --------------------------------------------------------------------------------------------
 # Deadline
 
