@@ -1,10 +1,19 @@
 """
-Example: the script-runner provider's building blocks in one DAG.
+Example: the script-runner provider's building blocks in one DAG (the one ``make demo`` runs).
 
-- ``greet``: a sync run (submit, wait, stream logs, return the result) with templated args.
-- ``submit_report`` -> ``wait_report`` -> ``report_logs``: an async submit, a deferrable sensor
-  that waits in the triggerer, then the job's logs.
+- ``greet``: run a script and wait for its result, with templated args: the first argument is
+  rendered from the DAG run (``{{ dag_run.run_id[:20] }}``) when the task runs. The task streams
+  the script's output into its log and returns the job's result (status, exit code, stdout, ...).
+- ``submit_report`` -> ``wait_report`` -> ``report_logs``: an async submit that returns the job id
+  at once, a deferrable sensor that waits in the triggerer, then the job's logs.
 - ``submit_long`` -> ``cancel_long``: start a long job and cancel it from a downstream task.
+
+The other example_scriptrunner_* DAGs show each pattern (and more) on its own.
+
+Expected outcome: every task succeeds. ``greet`` returns exit code 0 and stdout
+``Hello, manual__...! ...`` / ``Hello, Airflow! ...``; ``wait_report`` returns the succeeded job;
+``report_logs`` returns ``row 1: ok`` ... ``row 5: ok`` on stdout and
+``report finished with 5 rows`` on stderr; ``cancel_long`` returns ``"canceled"``.
 
 Run it against the bundled server with ``make demo``.
 """
@@ -49,7 +58,9 @@ with DAG(
     )
 
     submit_long = ScriptRunnerSubmitScriptOperator(task_id="submit_long", script_id="sleepy", args=["600"])
-    cancel_long = ScriptRunnerCancelJobOperator(task_id="cancel_long", job_id="{{ ti.xcom_pull(task_ids='submit_long') }}")
+    cancel_long = ScriptRunnerCancelJobOperator(
+        task_id="cancel_long", job_id="{{ ti.xcom_pull(task_ids='submit_long') }}"
+    )
 
     submit_report >> wait_report >> report_logs
     submit_long >> cancel_long

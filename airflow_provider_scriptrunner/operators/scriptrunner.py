@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -16,6 +17,7 @@ from airflow_provider_scriptrunner.hooks.scriptrunner import (
     DEFAULT_CONN_ID,
     DEFAULT_LOG_PAGE_BYTES,
     LOG_STREAMS,
+    MAX_LOG_PAGE_BYTES,
     ScriptRunnerHook,
     validate_args,
     validate_job_id,
@@ -34,7 +36,9 @@ XCOM_JOB_URL = "job_url"
 STATE_JOB_ID = "scriptrunner_job_id"
 DEFAULT_MAX_OUTPUT_BYTES = 65536
 #: Worker-mode polling starts fast (a quick script is seen at once) and slows down to poll_interval.
-FIRST_POLL_DELAY = 0.1
+#: A script that ends within a few milliseconds is seen 10 ms after submit, not 100 ms (the server's
+#: own sync call would have returned by then); doubling keeps a 60 s job at ~15 polls.
+FIRST_POLL_DELAY = 0.01
 POLL_GROWTH = 2.0
 
 
@@ -55,6 +59,14 @@ def _positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
+
+
+def _byte_count(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    # Checked at construction: a bad value would otherwise fail the task only after the script ran.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
+    return value
 
 
 class _ScriptRunnerOperatorBase(BaseOperator):
@@ -84,8 +96,8 @@ class _OutputCapture:
     """
     Follows one log stream into the task log, line by line, keeping only the last ``cap`` bytes.
 
-    Memory stays bounded: a page at a time, plus at most ``cap`` bytes of kept output and one
-    partial line (flushed once it outgrows a page).
+    Memory stays bounded: a page at a time, plus the last ``cap`` bytes of output (and at most
+    the rest of the page they start in) and one partial line (flushed once it outgrows a page).
     """
 
     def __init__(self, stream: str, cap: int, page_size: int, log: Any, offset: int = 0) -> None:
@@ -95,7 +107,7 @@ class _OutputCapture:
         self.log = log
         self.offset = offset
         self.total_size = 0
-        self.kept = ""
+        self.kept: deque[tuple[str, int]] = deque()  # (text, bytes) chunks of the end of the output
         self.kept_bytes = 0
         self.capped = False
         self.server_truncated = False
@@ -125,31 +137,37 @@ class _OutputCapture:
             )
 
     def _emit(self, text: str) -> None:
-        lines = (self._partial + text).split("\n")
-        self._partial = lines.pop()
-        for line in lines:
+        # Line by line, without a copy of the page or a list of all its lines.
+        start = 0
+        while (end := text.find("\n", start)) >= 0:
+            line = text[start:end]
+            if self._partial:
+                line, self._partial = self._partial + line, ""
             self.log.info("[%s] %s", self.stream, line)
+            start = end + 1
+        self._partial += text[start:]
         if len(self._partial) > self.page_size:
             self.log.info("[%s] %s", self.stream, self._partial)
             self._partial = ""
 
     def _keep(self, text: str) -> None:
-        self.kept += text
-        self.kept_bytes += len(text.encode())
-        if self.kept_bytes > 2 * self.cap:
-            self._trim()
-
-    def _trim(self) -> None:
-        if self.kept_bytes <= self.cap:
+        # Whole chunks are kept (no re-concatenation per page); result() cuts to ``cap`` bytes.
+        if not text:
             return
-        data = self.kept.encode()[-self.cap :] if self.cap else b""
-        self.kept = data.decode("utf-8", errors="ignore")  # drops a character cut at the front
-        self.kept_bytes = len(self.kept.encode())
-        self.capped = True
+        size = len(text) if text.isascii() else len(text.encode())
+        self.kept.append((text, size))
+        self.kept_bytes += size
+        while self.kept and self.kept_bytes - self.kept[0][1] >= self.cap:
+            self.kept_bytes -= self.kept.popleft()[1]
+            self.capped = True
 
     def result(self) -> tuple[str, bool]:
-        self._trim()
-        return self.kept, self.capped or self.server_truncated
+        kept = "".join(text for text, _ in self.kept)
+        if self.kept_bytes > self.cap:
+            data = kept.encode()[-self.cap :] if self.cap else b""
+            kept = data.decode("utf-8", errors="ignore")  # drops a character cut at the front
+            self.capped = True
+        return kept, self.capped or self.server_truncated
 
 
 class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
@@ -171,7 +189,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     :param deferrable: wait in the triggerer instead of the worker. Default: ``[operators]
         default_deferrable``.
     :param poll_interval: longest pause between status checks, in seconds. In the worker the
-        first check comes after 0.1 s and the pause doubles up to this value.
+        first check comes after 0.01 s and the pause doubles up to this value.
     :param timeout: seconds the job may take before it is canceled and the task fails. None:
         no limit (the server's own ``timeoutSec`` may still apply).
     :param skip_on_exit_code: exit code(s) that skip the task instead (as BashOperator).
@@ -221,7 +239,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             raise ValueError(f"max_output_bytes must be an int >= 0, got {max_output_bytes!r}")
         self.max_output_bytes = max_output_bytes
         self.stream_logs = stream_logs
-        self.log_page_bytes = log_page_bytes
+        self.log_page_bytes = _byte_count("log_page_bytes", log_page_bytes, 4, MAX_LOG_PAGE_BYTES)
         self.job_id: str | None = None
 
     # -- execute ---------------------------------------------------------------------------------
@@ -429,6 +447,7 @@ class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
     def execute(self, context: Context) -> str:
         job_id = validate_job_id(self.job_id)
         job = self.hook.cancel_job(job_id)
+        self._publish_job(context, job_id)
         if job.is_terminal and job.status.value != "canceled":
             self.log.info("Job %s had already ended (%s); nothing to cancel", job_id, job.status.value)
             return job.status.value
@@ -483,8 +502,8 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
         self.stream = stream
         self.offset = offset
         self.limit = limit
-        self.max_output_bytes = max_output_bytes
-        self.log_page_bytes = log_page_bytes
+        self.max_output_bytes = _byte_count("max_output_bytes", max_output_bytes, 0)
+        self.log_page_bytes = _byte_count("log_page_bytes", log_page_bytes, 4, MAX_LOG_PAGE_BYTES)
 
     def execute(self, context: Context) -> dict[str, Any]:
         job_id = validate_job_id(self.job_id)
@@ -493,6 +512,7 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
         streams = LOG_STREAMS if self.stream == "both" else (self.stream,)
         # A running job's last character may still be half written: hold it back then.
         job = self.hook.get_job(job_id)
+        self._publish_job(context, job_id)
         complete = job.is_terminal
         result: dict[str, Any] = {"job_id": job_id}
         for stream in streams:

@@ -65,8 +65,7 @@ class DagTestResult:
     def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         for task in self.tasks:
             if task["task_id"] == task_id and task["map_index"] == map_index:
-                value = task["xcom"].get(key)
-                return json.loads(value) if isinstance(value, str) and value[:1] in "{[\"" else value
+                return task["xcom"].get(key)
         raise KeyError(f"no task {task_id!r} (map_index {map_index}) in the run")
 
 

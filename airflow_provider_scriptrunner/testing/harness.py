@@ -272,6 +272,9 @@ class ScriptRunnerServerProcess:
             HOST,
             "--port",
             str(self._port),
+            # If this test process dies without teardown (SIGKILL), the server still goes away.
+            "--exit-with-parent",
+            str(os.getpid()),
         ]
         # Files, not pipes: nobody drains a pipe for the server's lifetime, and a full pipe would
         # block it. The listening line is read back from the file.

@@ -967,6 +967,13 @@ def _validate_args(script: ScriptSpec, args: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _watch_parent(pid: int, stop: threading.Event) -> None:
+    """Set ``stop`` once ``pid`` has exited (checked every half second)."""
+    while not stop.wait(0.5):
+        if not process_alive(pid):
+            stop.set()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM or SIGINT; returns the process exit status."""
     parser = argparse.ArgumentParser(
@@ -976,6 +983,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="config.json (default: $CONFIG_FILE)")
     parser.add_argument("--host", help="listen address (overrides server.host; default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (overrides server.port; 0 = ephemeral)")
+    parser.add_argument(
+        "--exit-with-parent",
+        type=int,
+        metavar="PID",
+        help="shut down (stopping every script) once process PID is gone, e.g. a test run killed without teardown",
+    )
     options = parser.parse_args(argv)
     config_path = options.config or os.environ.get("CONFIG_FILE")
     if not config_path:
@@ -996,6 +1009,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if options.exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(options.exit_with_parent, stop), name="parent", daemon=True).start()
     # A short poll interval keeps shutdown() (which waits for the next poll) quick.
     serving = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="http", daemon=True)
     serving.start()

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Fails the first time it is called with a given marker name, succeeds afterwards.
-# The marker lives in the server's temporary directory, so each demo run starts fresh.
+# Fails the first time it is called with a given MARKER, succeeds the second time (and forgets it).
+# Give each DAG run its own marker (e.g. its run id) so that every run fails exactly once. The
+# marker file lives in the server's temporary directory; the whitelist pattern keeps "/" out of it.
 marker="${TMPDIR:-/tmp}/scriptrunner-flaky-${1:-default}"
 if [ ! -e "$marker" ]; then
   touch "$marker"

@@ -385,8 +385,10 @@ def test_submit_returns_job_id(conn, requests_mock):
 def test_cancel_waits_until_canceled(conn, requests_mock):
     requests_mock.post(f"{JOB_URL}/cancel", json=job_body(JOB, "running"))
     requests_mock.get(JOB_URL, [{"json": job_body(JOB, "running")}, {"json": job_body(JOB, "canceled")}])
-    assert ScriptRunnerCancelJobOperator(task_id="cancel", job_id=JOB).execute(make_context()) == "canceled"
+    context = make_context()
+    assert ScriptRunnerCancelJobOperator(task_id="cancel", job_id=JOB).execute(context) == "canceled"
     assert requests_mock.call_count == 3
+    assert context["ti"].xcom["job_url"] == JOB_URL  # for the task's "Script Runner Job" link
 
 
 def test_cancel_of_a_finished_job_is_a_no_op(conn, requests_mock, task_log):
@@ -414,7 +416,9 @@ def test_cancel_wait_is_bounded(conn, requests_mock, monkeypatch):
 def test_logs_operator_returns_both_streams(conn, requests_mock, task_log):
     requests_mock.get(JOB_URL, json=job_body(JOB, "succeeded", stdoutSize=9, stderrSize=0))
     requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": "a\nbé\nc\n".encode(), "stderr": b""}))
-    result = ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB).execute(make_context())
+    context = make_context()
+    result = ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB).execute(context)
+    assert context["ti"].xcom["job_url"] == JOB_URL
     assert result["stdout"] == {"data": "a\nbé\nc\n", "offset": 0, "next_offset": 8, "total_size": 8, "truncated": False}
     assert result["stderr"]["data"] == "" and result["stderr"]["total_size"] == 0
     assert "[stdout] bé" in task_log.text

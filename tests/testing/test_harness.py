@@ -224,3 +224,39 @@ class TestPluginOverrides:
         assert mine.status_code == 200  # defaultMode "sync" from scriptrunner_server_config
         assert mine.json()["stdoutPreview"] == "mine\n"
         assert default_script.json()["error"]["code"] == "SCRIPT_NOT_FOUND"
+
+
+def test_server_exits_when_the_test_process_dies_without_teardown(tmp_path):
+    """A test run killed with SIGKILL runs no teardown: the server must still go away, scripts too."""
+    import textwrap
+
+    child = textwrap.dedent(
+        f"""
+        import time, requests
+        from airflow_provider_scriptrunner.testing import ScriptRunnerServerProcess
+        server = ScriptRunnerServerProcess({str(tmp_path / "srv")!r}, {{"sleep": {{"body": "#!/bin/sh\\nsleep 60\\n"}}}}).start()
+        requests.post(server.url + "/run", json={{"scriptId": "sleep", "mode": "async"}}, timeout=10)
+        print(server.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        server_pid = int(proc.stdout.readline())
+        pgids_file = tmp_path / "srv" / "state" / "running.pgids"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (pgids_file.exists() and pgids_file.read_text().strip()):
+            time.sleep(0.05)
+        script_pgids = [int(p) for p in pgids_file.read_text().split()]
+        assert script_pgids and process_alive(server_pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (process_alive(server_pid) or any(map(process_group_alive, script_pgids))):
+            time.sleep(0.1)
+        assert not process_alive(server_pid)
+        assert not any(map(process_group_alive, script_pgids))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
