@@ -253,6 +253,8 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             self.job_id = self.hook.submit_script(script_id, args)
             self.log.info("Submitted script %r with args %s as job %s", script_id, args, self.job_id)
             self._remember(context, self.job_id)
+            if self.__dict__.pop("_killed_during_submit", False):
+                self._cancel_quietly("the task was killed while the script was being submitted", retries=1)
         self._publish_job(context, self.job_id)
         if self.deferrable:
             job = job or self.hook.get_job(self.job_id)
@@ -313,7 +315,10 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         """Shared by the worker and deferred paths: final logs, result, and the outcome."""
         captures = captures or self._captures()
         for capture in captures.values():
-            capture.pump(self.hook, job.job_id, complete=True)
+            stored = getattr(job, f"{capture.stream}_size")
+            capture.server_truncated = capture.server_truncated or getattr(job, f"{capture.stream}_truncated")
+            if capture.offset < stored:  # the finished job says whether anything is left to read
+                capture.pump(self.hook, job.job_id, complete=True)
             capture.finish(complete=True)
         self._forget(context)
         stdout, stdout_truncated = captures["stdout"].result()
@@ -381,6 +386,10 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     def on_kill(self) -> None:
         """Cancel the job when the task is killed in the worker (Airflow allows ~5 s)."""
         if self.cancel_on_kill:
+            if not self.job_id:
+                # Killed while POST /run is in flight: the script may be starting, but its id is not
+                # known yet. execute() cancels it as soon as it is.
+                self.__dict__["_killed_during_submit"] = True
             self._cancel_quietly("the task was killed", retries=1)
 
     def _cancel_quietly(self, why: str, retries: int | None = None) -> None:

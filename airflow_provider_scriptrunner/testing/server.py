@@ -789,6 +789,9 @@ class ScriptRunnerRequestHandler(http.server.BaseHTTPRequestHandler):
 
     server: ScriptRunnerHTTPServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm on, a keep-alive client
+    # waits ~40 ms for the second. Node.js (the real server) sets TCP_NODELAY too.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         self._handle()

@@ -69,7 +69,10 @@ def no_sleep(monkeypatch):
 def mock_run(requests_mock, states, stdout=b"", stderr=b"", job_id=JOB, truncated=False):
     """Submit answers ``job_id``; successive GET /jobs answers walk through ``states`` (dicts)."""
     requests_mock.post(f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": job_id, "status": "queued"})
-    requests_mock.get(f"{BASE_URL}/jobs/{job_id}", [{"json": job_body(job_id, **s)} for s in states])
+    terminal = ("succeeded", "failed", "timed_out", "canceled")
+    # A finished job reports the sizes of what it stored, as the server does.
+    sized = [{"stdoutSize": len(stdout), "stderrSize": len(stderr), **s} if s.get("status") in terminal else s for s in states]
+    requests_mock.get(f"{BASE_URL}/jobs/{job_id}", [{"json": job_body(job_id, **s)} for s in sized])
     requests_mock.get(f"{BASE_URL}/jobs/{job_id}/logs", json=log_page_callback({"stdout": stdout, "stderr": stderr}, truncated))
     requests_mock.post(f"{BASE_URL}/jobs/{job_id}/cancel", json=job_body(job_id, "running"))
 
@@ -188,7 +191,16 @@ def test_logs_are_only_fetched_when_the_job_reports_new_output(conn, requests_mo
     mock_run(requests_mock, [{"status": "running"}] * 5 + [{"status": "succeeded"}])
     run_op().execute(make_context())
     log_calls = [r for r in requests_mock.request_history if r.path.endswith("/logs")]
-    assert len(log_calls) == 2  # one final read per stream
+    assert log_calls == []  # the job never reported output: nothing to read
+
+
+def test_final_log_read_only_for_streams_with_unread_output(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "running", "stdoutSize": 3}, {"status": "succeeded", "stdoutSize": 6}], stdout=b"ab\ncd\n")
+    result = run_op().execute(make_context())
+    streams = [r.qs["stream"][0] for r in requests_mock.request_history if r.path.endswith("/logs")]
+    # Read once while running (all 6 bytes were there by then), not again at the end; stderr stayed empty.
+    assert streams == ["stdout"]
+    assert result["stdout"] == "ab\ncd\n"
 
 
 def test_output_is_capped_in_the_return_value_but_fully_logged(conn, requests_mock, task_log):

@@ -1,0 +1,133 @@
+"""
+``python -m benchmarks`` (``make bench``): run the benchmarks, print the table, write RESULTS.md.
+
+``--only sync,logs,fan-in,requests`` runs a subset and only prints it (RESULTS.md is written by
+full runs only). Everything runs in a scratch directory that is removed afterwards; every server
+is stopped by the benchmark that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._common import (
+    Row,
+    load_average,
+    log,
+    machine_info,
+    prepare_environment,
+    render_table,
+    route_task_log,
+)
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+#: Everything below this line in RESULTS.md is written by hand and kept by every run.
+NOTES_MARKER = "<!-- Notes below this line are kept by `make bench`. -->"
+NAMES = ("sync", "logs", "fan-in", "requests")
+
+METHOD = """\
+How each row is measured (details in each module's docstring, `benchmarks/*.py`):
+
+- Servers: the bundled server (`airflow_provider_scriptrunner.testing`, started through its harness
+  in a scratch directory, 127.0.0.1, own process group, stopped afterwards). It runs with TCP_NODELAY,
+  as the real Node.js server does (see `benchmarks/_server_site/sitecustomize.py`); the rows marked
+  "server as shipped" use it unmodified. The fan-in rows poll `benchmarks/mock_jobs_server.py`
+  instead (1,000 real scripts would mean 1,000 shells and 3,000 server threads on 2 cores).
+- Timing ratios: the variants run interleaved in the same run (round robin, rotating which goes
+  first in each round); the ratio is the median over rounds of A's time / B's time in that round
+  (a slow spell of the shared machine then hits both), next to the two medians in ms.
+- Sync-run overhead: `ScriptRunnerRunScriptOperator(deferrable=False).execute()` on `echo hello` (fresh
+  operator each run) vs `requests.post(url + "/run", json={"scriptId": ..., "mode": "sync"})`.
+- Trigger fan-in: 1,000 triggers per child process, starts spread over the first poll interval, jobs
+  ending evenly between 8 and 18 s; CPU per poll and CPU/wall measured while all 1,000 are live
+  (process CPU time; polls counted by the server); latency = event time - job end; 2 alternating
+  trials per kind. The "HTTP client alone" row times 1,000 sequential GETs per client, in a child.
+- Log retrieval: 1 MiB of 80-character lines; `ScriptRunnerHook.iter_log` (default page size) vs one
+  `requests.get(.../logs?limit=1048576)`; memory: tracemalloc peak above the starting point while
+  `_OutputCapture.pump` (the run operator's log streaming, default 64 KiB pages and
+  max_output_bytes) writes the 1 MiB into the task log.
+- Requests per job: a real 60 s job per mode, both at once, counted from each server's request log;
+  the 0.1 s script is timed from `execute()` to its return (submit and final log reads included).
+- Rows marked "(before)" run the code as it was before the benchmarks' fixes, side by side.
+"""
+
+
+def write_results(rows: list[Row], info: dict[str, str], seconds: float) -> None:
+    notes = ""
+    if RESULTS.exists():
+        text = RESULTS.read_text(encoding="utf-8")
+        if NOTES_MARKER in text:
+            notes = text.split(NOTES_MARKER, 1)[1].strip("\n")
+    machine = "\n".join(f"| {key} | {value} |" for key, value in info.items())
+    met = sum(1 for row in rows if row.met is True)
+    judged = sum(1 for row in rows if row.met is not None)
+    RESULTS.write_text(
+        "# Benchmark results\n\n"
+        f"Written by `make bench` (`python -m benchmarks`, {seconds:.0f} s). {met} of {judged} targets met.\n\n"
+        f"{render_table(rows)}\n\n"
+        "## Machine\n\n| | |\n| --- | --- |\n"
+        f"{machine}\n\n"
+        "## Method\n\n"
+        f"{METHOD}\n"
+        f"{NOTES_MARKER}\n\n{notes}\n",
+        encoding="utf-8",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(NAMES)}; prints without writing RESULTS.md")
+    options = parser.parse_args(argv)
+    selected = set(NAMES) if not options.only else {name.strip() for name in options.only.split(",")}
+    unknown = selected - set(NAMES)
+    if unknown:
+        parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(NAMES)}")
+
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="scriptrunner-bench-"))
+    try:
+        prepare_environment(workdir)
+        route_task_log(workdir / "task.log")
+        from benchmarks import fan_in, log_retrieval, requests_per_job, sync_overhead
+
+        info = machine_info()
+        info["load average (1/5/15 min) at start"] = load_average()
+        if "fan-in" in selected:
+            fan_in.ensure_http_provider()
+            info["apache-airflow-providers-http"] = machine_info()["apache-airflow-providers-http"]
+        rows: list[Row] = []
+        if "sync" in selected:
+            rows += sync_overhead.run(workdir)[0]
+        if "requests" in selected:
+            rows += requests_per_job.quick_result(workdir)[0]
+        if "logs" in selected:
+            rows += log_retrieval.run(workdir)[0]
+        # The 60 s jobs wait in the background while the fan-in trials run in child processes.
+        with requests_per_job.LongJobs(workdir) if "requests" in selected else contextlib.nullcontext() as long_jobs:
+            if "fan-in" in selected:
+                rows += fan_in.run(workdir)[0]
+            if long_jobs is not None:
+                rows += long_jobs.rows()
+        info["load average (1/5/15 min) at end"] = load_average()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    seconds = time.perf_counter() - started
+    print(render_table(rows))
+    print()
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    if selected == set(NAMES):
+        write_results(rows, info, seconds)
+        log(f"wrote {RESULTS} ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
