@@ -570,6 +570,11 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
                     if endpoint.starts_work and err.may_have_reached_server:
                         raise _not_sent_again(err) from None
                     raise
+                except ScriptRunnerApiError as err:
+                    if endpoint.starts_work and err.status_code >= 500:
+                        # A 5xx (or a proxy's error page) may come after the script started.
+                        err.args = (f"{err.args[0]}. {MAY_HAVE_STARTED}",)
+                    raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _send(self, endpoint: Endpoint, url: str, params: Any, json_body: Any, timeout: Any) -> tuple[int, dict[str, Any]]:
@@ -842,13 +847,15 @@ def _log_page(data: dict[str, Any], status: int, job_id: str) -> LogPage:
         raise _malformed(err, status, method="GET", url=f"/jobs/{job_id}/logs", body=data) from None
 
 
+MAY_HAVE_STARTED = (
+    "The request may have reached the server and started the script; it was not sent again, so that "
+    "the script never runs twice: check the server before re-running the task"
+)
+
+
 def _not_sent_again(err: ScriptRunnerConnectionError) -> ScriptRunnerConnectionError:
     """The error of a cut request that starts a script, saying that it may have run ("Cannot reach" alone invites a re-run)."""
-    reason = (
-        f"{err.reason}. The request may have reached the server and started the script; it was not sent "
-        "again, so that the script never runs twice: check the server before re-running the task"
-    )
-    return type(err)(err.url, reason, may_have_reached_server=True)
+    return type(err)(err.url, f"{err.reason}. {MAY_HAVE_STARTED}", may_have_reached_server=True)
 
 
 def _never_sent(err: requests.exceptions.ConnectionError) -> bool:

@@ -961,6 +961,11 @@ def _validate_args(script: ScriptSpec, args: Any) -> None:
             raise ApiError(400, "INVALID_ARGS", f"arg[{index}] is longer than {script.item_max_length}")
         if "\0" in item:  # cannot be passed to a process at all
             raise ApiError(400, "INVALID_ARGS", f"arg[{index}] contains a NUL character")
+        if not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a \ud800-style JSON escape
+                raise ApiError(400, "INVALID_ARGS", f"arg[{index}] is not valid Unicode text") from None
         if script.item_pattern is not None and not script.item_pattern.search(item):
             raise ApiError(400, "INVALID_ARGS", f"arg[{index}] does not match pattern")
 
@@ -1020,7 +1025,10 @@ def main(argv: list[str] | None = None) -> int:
     host = f"[{config.host}]" if ":" in config.host else config.host
     print(f"{LISTENING_PREFIX}http://{host}:{httpd.server_address[1]}", flush=True)
 
-    stop.wait()
+    # A timed wait: a signal delivered to a worker thread only runs its handler once the main
+    # thread wakes up, which an untimed wait would never do.
+    while not stop.wait(0.2):
+        pass
     httpd.shutdown()
     httpd.server_close()
     runner.shutdown(grace=min(config.kill_grace_sec, 2.0))

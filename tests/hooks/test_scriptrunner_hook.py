@@ -415,6 +415,17 @@ def test_run_is_never_retried_once_it_may_have_reached_the_server(conn, requests
         assert info.value.may_have_reached_server is True
 
 
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_5xx_to_run_says_the_script_may_have_started(conn, requests_mock, status):
+    requests_mock.post(f"{BASE_URL}/run", status_code=status, text="<html>oops</html>")
+    with pytest.raises(ScriptRunnerApiError, match="may have reached the server and started the script"):
+        ScriptRunnerHook().submit_script("s")
+    requests_mock.post(f"{BASE_URL}/run", status_code=400, json={"ok": False, "error": {"code": "INVALID_ARGS", "message": "arg[0] bad"}})
+    with pytest.raises(ScriptRunnerApiError) as info:
+        ScriptRunnerHook().submit_script("s")
+    assert "may have" not in str(info.value)  # a 4xx never started anything
+
+
 def test_read_timeout_error_names_the_timeout(set_connection, requests_mock):
     set_connection(host="sr.test", port=8080, extra={"timeout": 3, "retries": 0})
     requests_mock.get(f"{BASE_URL}/jobs/j", exc=requests.exceptions.ReadTimeout("x"))

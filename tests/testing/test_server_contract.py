@@ -561,3 +561,12 @@ def test_restart_fails_unfinished_jobs_and_keeps_finished_ones(bundled, tmp_path
         assert new["jobId"] not in (finished["jobId"], running, queued)  # ...ids stay distinct
     assert not process_alive(pid)
 
+
+
+def test_a_lone_surrogate_argument_is_invalid_args(api, bundled):
+    # JSON can spell a lone surrogate ("\ud800"), which no process argument can carry.
+    response = api.request(
+        "POST", "/run", data=b'{"scriptId": "echo-args", "args": ["ok", "\\ud800"], "mode": "sync"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert "arg[1]" in assert_error(response, 400, "INVALID_ARGS")
