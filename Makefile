@@ -9,7 +9,7 @@ VENV31 ?= .venv31
 PIP_FLAGS ?= -q --disable-pip-version-check
 PYTEST_FLAGS ?= -p no:cacheprovider -q -rs
 
-.PHONY: demo test test-33 test-31 unit bench venv venv31 clean
+.PHONY: demo test test-33 test-31 unit e2e browser bench venv venv31 clean
 
 $(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test-31: venv31
 ## Fast feedback while developing: unit tests only (no servers).
 unit: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/hooks tests/operators tests/sensors tests/triggers tests/test_models.py
+
+## Real Airflow (scheduler, dag-processor, triggerer, api-server on SQLite) + the bundled server,
+## and the UI in headless Chromium; one shared deployment, a few minutes. `browser`: the UI test only.
+e2e: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/e2e
+
+browser: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/e2e -m browser
 
 bench: venv
 	$(VENV)/bin/python -m benchmarks
