@@ -44,12 +44,12 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "ca_bundle": {
         "label": "CA bundle path",
-        "description": "Path to a PEM file of CAs to trust instead of the system ones.",
+        "description": "Path to a PEM file of CAs to trust instead of the system ones, e.g. /etc/ssl/certs/internal-ca.pem.",
         "schema": {"type": ["string", "null"]},
     },
     "headers": {
         "label": "Extra HTTP headers (JSON object)",
-        "description": "Headers added to every request, e.g. for a proxy.",
+        "description": 'Headers added to every request, e.g. {"X-Team": "data"} for a proxy.',
         "schema": {"type": ["string", "null"], "format": "json"},
     },
     "retries": {

@@ -779,6 +779,13 @@ class ScriptRunnerHTTPServer(http.server.ThreadingHTTPServer):
         self.config = config
         super().__init__(address, ScriptRunnerRequestHandler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops its keep-alive connection is normal (and the fault suite does it on
+        # purpose); only unexpected errors deserve a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
 
 class _BodyTooLarge(Exception):
     pass
