@@ -676,6 +676,7 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
             chunk = cursor.accept(self.get_log_page(job_id, stream, cursor.offset, cursor.next_limit()))
             if chunk is not None:
                 yield chunk
+            del chunk  # do not hold the previous page while the next one is fetched
 
     def clone(self, *, retries: int | None = None) -> ScriptRunnerHook:
         """A hook on the same, already resolved connection with its own session (for ``on_kill``)."""
@@ -803,6 +804,7 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
             chunk = cursor.accept(await self.get_log_page(job_id, stream, cursor.offset, cursor.next_limit()))
             if chunk is not None:
                 yield chunk
+            del chunk
 
     async def test_connection(self) -> tuple[bool, str]:
         try:

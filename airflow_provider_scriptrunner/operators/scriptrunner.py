@@ -123,6 +123,7 @@ class _OutputCapture:
             self.server_truncated = self.server_truncated or chunk.truncated
             self._keep(chunk.text)
             self._emit(chunk.text)
+            del chunk  # not held while the next page is fetched
 
     def finish(self, *, complete: bool) -> None:
         """Write out a last line without a newline; warn when the server dropped output."""
