@@ -42,13 +42,21 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="package")  # package scope, so it is checked before Airflow starts
-def browser():
+def chromium_available():
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         _unavailable("Playwright is not installed (pip install -e '.[test]')")
     if not (os.access(CHROMIUM, os.X_OK) or shutil.which(CHROMIUM)):
         _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_available):
+    # Module scope: Playwright's sync API keeps an asyncio loop running in this thread for as
+    # long as its context is open, which would break every later test that calls asyncio.run().
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
