@@ -236,12 +236,11 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         self.skip_on_exit_code = normalize_skip_codes(skip_on_exit_code)
         self.cancel_on_kill = cancel_on_kill
         self.reattach = reattach
-        if isinstance(max_output_bytes, bool) or not isinstance(max_output_bytes, int) or max_output_bytes < 0:
-            raise ValueError(f"max_output_bytes must be an int >= 0, got {max_output_bytes!r}")
-        self.max_output_bytes = max_output_bytes
+        self.max_output_bytes = _byte_count("max_output_bytes", max_output_bytes, 0)
         self.stream_logs = stream_logs
         self.log_page_bytes = _byte_count("log_page_bytes", log_page_bytes, 4, MAX_LOG_PAGE_BYTES)
         self.job_id: str | None = None
+        self._killed_during_submit = False
 
     # -- execute ---------------------------------------------------------------------------------
 
@@ -254,7 +253,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             self.job_id = self.hook.submit_script(script_id, args)
             self.log.info("Submitted script %r with args %s as job %s", script_id, args, self.job_id)
             self._remember(context, self.job_id)
-            if self.__dict__.pop("_killed_during_submit", False):
+            if self._killed_during_submit:
                 self._cancel_quietly("the task was killed while the script was being submitted", retries=1)
         self._publish_job(context, self.job_id)
         if self.deferrable:
@@ -390,7 +389,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             if not self.job_id:
                 # Killed while POST /run is in flight: the script may be starting, but its id is not
                 # known yet. execute() cancels it as soon as it is.
-                self.__dict__["_killed_during_submit"] = True
+                self._killed_during_submit = True
             self._cancel_quietly("the task was killed", retries=1)
 
     def _cancel_quietly(self, why: str, retries: int | None = None) -> None:

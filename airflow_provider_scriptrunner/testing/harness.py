@@ -33,9 +33,11 @@ from airflow_provider_scriptrunner.testing.server import (
     EXIT_ADDRESS_IN_USE,
     LISTENING_PREFIX,
     RUNNING_PGIDS_FILENAME,
-    resolve_job_store_file,
     process_alive,
     process_group_alive,
+    resolve_job_store_file,
+    signal_group,
+    signal_groups,
 )
 
 __all__ = [
@@ -321,14 +323,14 @@ class ScriptRunnerServerProcess:
             return
         self._process = None
         if process.poll() is None:
-            _signal_group(process.pid, signum)
+            signal_group(process.pid, signum)
             try:
                 process.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
                 process.wait()
         if process_group_alive(process.pid):
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
 
     def _remember_live_scripts(self) -> None:
         self._orphan_pgids.update(_read_pgids(self.running_pgids_path))
@@ -336,24 +338,12 @@ class ScriptRunnerServerProcess:
     def _kill_orphans(self) -> None:
         """SIGKILL every script group the server listed as live, then wait until they are gone."""
         pgids = self._orphan_pgids | set(_read_pgids(self.running_pgids_path))
-        for pgid in pgids:
-            if process_group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(process_group_alive(pgid) for pgid in pgids):
-            time.sleep(0.02)
+        signal_groups(pgids, signal.SIGKILL, 5)
         self._orphan_pgids.clear()
         if pgids and self.running_pgids_path.exists():
             # These ids are dead now; leaving them listed would make a later stop() signal
             # whatever process happens to reuse them.
             self.running_pgids_path.write_text("", encoding="utf-8")
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_pgids(path: Path) -> list[int]:

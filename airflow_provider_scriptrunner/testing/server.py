@@ -300,11 +300,22 @@ def shell_command(path: Path, args: list[str]) -> str:
     return " ".join("'" + str(word).replace("'", "'\\''") + "'" for word in [path, *args])
 
 
-def _signal_group(pgid: int, signum: int) -> None:
+def signal_group(pgid: int, signum: int) -> None:
     try:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass  # already gone (or reused by someone else's process: not ours to touch)
+
+
+def signal_groups(pgids: list[int] | set[int], signum: int, wait: float) -> list[int]:
+    """Send ``signum`` to each live group, wait up to ``wait`` seconds for all to go; return survivors."""
+    for pgid in pgids:
+        if process_group_alive(pgid):
+            signal_group(pgid, signum)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(process_group_alive(p) for p in pgids):
+        time.sleep(0.02)
+    return [p for p in pgids if process_group_alive(p)]
 
 
 def _proc_stat(pid: str) -> tuple[str, int] | None:
@@ -572,19 +583,9 @@ class JobRunner:
         with self._lock:
             self._closing = True
             pgids = list(self._live_pgids.values())
-        for pgid in pgids:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(process_group_alive(p) for p in pgids):
-            time.sleep(0.05)
-        for pgid in pgids:
-            if process_group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline and any(process_group_alive(p) for p in pgids):
-            time.sleep(0.05)
+        survivors = signal_groups(pgids, signal.SIGTERM, grace)
+        survivors = signal_groups(survivors, signal.SIGKILL, 2)
         with self._lock:
-            survivors = [p for p in pgids if process_group_alive(p)]
             _write_atomically(self._config.running_pgids_file, "".join(f"{p}\n" for p in survivors))
 
     # ---- job life cycle (callers hold the lock) -------------------------------------------------
@@ -648,7 +649,7 @@ class JobRunner:
         if job.stop_reason is not None or job.pgid is None:
             return
         job.stop_reason = reason
-        _signal_group(job.pgid, signal.SIGTERM)
+        signal_group(job.pgid, signal.SIGTERM)
         timer = threading.Timer(self._config.kill_grace_sec, self._kill_if_alive, args=(job, job.pgid))
         timer.daemon = True
         timer.start()
@@ -659,7 +660,7 @@ class JobRunner:
             # our own new scripts (each one a group leader) is a plausible holder: never kill that.
             recycled = any(p == pgid for other, p in self._live_pgids.items() if other != job.job_id)
         if not recycled and process_group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
 
     def _end_locked(self, job: Job, status: str, code: int) -> None:
         job.status, job.code, job.ended_ms = status, code, _now_ms()
