@@ -510,8 +510,13 @@ class JobRunner:
 
     # ---- requests -------------------------------------------------------------------------------
 
-    def submit(self, script: ScriptSpec, args: list[str], mode: str) -> Job:
-        """Create a job, queue it, and start it at once if a slot is free."""
+    def submit(self, script: ScriptSpec, args: list[str], mode: str) -> tuple[Job, str]:
+        """Create a job, queue it, and start it at once if a slot is free.
+
+        Returns the job and its status at submission (``queued`` or ``running``), read under the
+        lock: a quick script may already have ended by the time the caller could look again, and
+        the async answer must still say ``queued``/``running`` as the real server does.
+        """
         with self._lock:
             job_id = self._new_job_id()
             job = Job(job_id=job_id, script_id=script.id, mode=mode, args=list(args))
@@ -521,7 +526,7 @@ class JobRunner:
             self._queue.append(job)
             self._dispatch()
             self._commit()
-            return job
+            return job, job.status
 
     def snapshot(self, job_id: str) -> dict[str, Any] | None:
         """The job object as a dict, or ``None`` for an unknown id."""
@@ -928,10 +933,9 @@ class ScriptRunnerRequestHandler(http.server.BaseHTTPRequestHandler):
         mode = request.get("mode") or script.mode or config.default_mode
         if mode not in MODES:
             raise ApiError(400, "INVALID_ARGS", 'mode must be "sync" or "async"')
-        job = self.server.runner.submit(script, args or [], mode)
+        job, status_at_submit = self.server.runner.submit(script, args or [], mode)
         if mode == "async":
-            snapshot = self.server.runner.snapshot(job.job_id) or {}
-            return 202, {"ok": True, "jobId": job.job_id, "status": snapshot.get("status")}
+            return 202, {"ok": True, "jobId": job.job_id, "status": status_at_submit}
         return 200, {"ok": True, **self.server.runner.wait(job)}
 
     def _logs(self, job_id: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
