@@ -585,15 +585,13 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
             status, text = response.status_code, response.text
             del response  # free the raw body: a log page is then in memory twice (text, parsed), not three times
         except requests.exceptions.SSLError as err:
-            raise ScriptRunnerTLSError(url, f"TLS failure ({_root_message(err)}): check verify_ssl / ca_bundle", may_have_reached_server=False) from None
+            raise _tls_failure(url, _root_message(err)) from None
         except requests.exceptions.ConnectTimeout:
-            raise ScriptRunnerTimeoutError(url, f"connect timed out after {_timeout_text(timeout)}: is the host reachable?", may_have_reached_server=False) from None
+            raise _connect_timeout(url, timeout) from None
         except requests.exceptions.ReadTimeout:
-            raise ScriptRunnerTimeoutError(url, f"no response within {_timeout_text(timeout)} (raise the connection's timeout extra if the server is slow)", may_have_reached_server=True) from None
+            raise _no_response(url, timeout) from None
         except requests.exceptions.ConnectionError as err:
-            never_sent = _never_sent(err)
-            reason = "connection refused or host not found: is script-runner running there, and are Host and Port right?" if never_sent else f"connection broken during the request ({_root_message(err)})"
-            raise ScriptRunnerConnectionError(url, reason, may_have_reached_server=not never_sent) from None
+            raise (_unreachable(url) if _never_sent(err) else _broken(url, _root_message(err))) from None
         except requests.exceptions.RequestException as err:
             # ChunkedEncodingError and friends: the response body was cut off.
             raise ScriptRunnerConnectionError(url, f"response broken off ({_root_message(err)})", may_have_reached_server=True) from None
@@ -762,15 +760,13 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         try:
             response = await client.request(endpoint.method, url, params=params)
         except httpx.ConnectTimeout:
-            raise ScriptRunnerTimeoutError(url, f"connect timed out after {timeout:g} s: is the host reachable?", may_have_reached_server=False) from None
+            raise _connect_timeout(url, timeout) from None
         except httpx.TimeoutException:
-            raise ScriptRunnerTimeoutError(url, f"no response within {timeout:g} s (raise the connection's timeout extra if the server is slow)", may_have_reached_server=True) from None
+            raise _no_response(url, timeout) from None
         except httpx.ConnectError as err:
-            if _has_ssl_cause(err):
-                raise ScriptRunnerTLSError(url, f"TLS failure ({err}): check verify_ssl / ca_bundle", may_have_reached_server=False) from None
-            raise ScriptRunnerConnectionError(url, "connection refused or host not found: is script-runner running there, and are Host and Port right?", may_have_reached_server=False) from None
+            raise (_tls_failure(url, str(err)) if _has_ssl_cause(err) else _unreachable(url)) from None
         except httpx.TransportError as err:
-            raise ScriptRunnerConnectionError(url, f"connection broken during the request ({type(err).__name__}: {err})", may_have_reached_server=True) from None
+            raise _broken(url, f"{type(err).__name__}: {err}") from None
         return response.status_code, parse_response(response.status_code, response.text, method=endpoint.method, url=url)
 
     async def health(self) -> dict[str, Any]:
@@ -865,6 +861,33 @@ def _never_sent(err: requests.exceptions.ConnectionError) -> bool:
     cause = err.args[0] if err.args else None
     reason = getattr(cause, "reason", cause)
     return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+# Transport failures, worded and classified once for both hooks. ``may_have_reached_server`` is
+# False only where the request certainly never left: only then may POST /run be sent again.
+
+
+def _unreachable(url: str) -> ScriptRunnerConnectionError:
+    reason = "connection refused or host not found: is script-runner running there, and are Host and Port right?"
+    return ScriptRunnerConnectionError(url, reason, may_have_reached_server=False)
+
+
+def _tls_failure(url: str, detail: str) -> ScriptRunnerTLSError:
+    return ScriptRunnerTLSError(url, f"TLS failure ({detail}): check verify_ssl / ca_bundle", may_have_reached_server=False)
+
+
+def _connect_timeout(url: str, timeout: Any) -> ScriptRunnerTimeoutError:
+    reason = f"connect timed out after {_timeout_text(timeout)}: is the host reachable?"
+    return ScriptRunnerTimeoutError(url, reason, may_have_reached_server=False)
+
+
+def _no_response(url: str, timeout: Any) -> ScriptRunnerTimeoutError:
+    reason = f"no response within {_timeout_text(timeout)} (raise the connection's timeout extra if the server is slow)"
+    return ScriptRunnerTimeoutError(url, reason, may_have_reached_server=True)
+
+
+def _broken(url: str, detail: str) -> ScriptRunnerConnectionError:
+    return ScriptRunnerConnectionError(url, f"connection broken during the request ({detail})", may_have_reached_server=True)
 
 
 def _root_message(err: BaseException) -> str:
