@@ -22,6 +22,12 @@ try:  # Airflow 3.2+
 except ImportError:  # Airflow 3.1
     from airflow.configuration import conf  # type: ignore[no-redef]
 
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``: the ``deferrable`` default of the run operator and the sensor."""
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
 from airflow.sdk.execution_time.xcom import XCom
 from airflow.triggers.base import BaseTrigger
 
@@ -37,4 +43,5 @@ __all__ = [
     "TaskDeferred",
     "XCom",
     "conf",
+    "default_deferrable",
 ]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from airflow_provider_scriptrunner._compat import AirflowSkipException, XCom, conf
+from airflow_provider_scriptrunner._compat import AirflowSkipException, XCom, default_deferrable
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
 from airflow_provider_scriptrunner.hooks.scriptrunner import (
     DEFAULT_CONN_ID,
@@ -23,7 +23,7 @@ from airflow_provider_scriptrunner.hooks.scriptrunner import (
     validate_job_id,
     validate_script_id,
 )
-from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, JobStatus, ScriptRunnerJob
 from airflow_provider_scriptrunner.outcome import Verdict, judge_job, normalize_skip_codes
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
@@ -49,10 +49,6 @@ class ScriptRunnerJobLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         return XCom.get_value(ti_key=ti_key, key=XCOM_JOB_URL) or ""
-
-
-def _default_deferrable() -> bool:
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 def _positive(name: str, value: Any) -> float:
@@ -228,7 +224,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         super().__init__(scriptrunner_conn_id=scriptrunner_conn_id, **kwargs)
         self.script_id = script_id
         self.args = args
-        self.deferrable = _default_deferrable() if deferrable is None else bool(deferrable)
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.poll_interval = _positive("poll_interval", poll_interval)
         if isinstance(timeout, timedelta):
             timeout = timeout.total_seconds()
@@ -457,7 +453,7 @@ class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
         job_id = validate_job_id(self.job_id)
         job = self.hook.cancel_job(job_id)
         self._publish_job(context, job_id)
-        if job.is_terminal and job.status.value != "canceled":
+        if job.is_terminal and job.status is not JobStatus.CANCELED:
             self.log.info("Job %s had already ended (%s); nothing to cancel", job_id, job.status.value)
             return job.status.value
         deadline = time.monotonic() + self.wait_timeout

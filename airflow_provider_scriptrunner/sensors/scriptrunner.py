@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_scriptrunner._compat import AirflowFailException, AirflowSensorTimeout, AirflowSkipException, conf
+from airflow_provider_scriptrunner._compat import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    default_deferrable,
+)
 from airflow_provider_scriptrunner.exceptions import JOB_NOT_FOUND, ScriptRunnerError, ScriptRunnerJobNotFoundError
 from airflow_provider_scriptrunner.hooks.scriptrunner import DEFAULT_CONN_ID, ScriptRunnerHook, validate_job_id
 from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
@@ -50,9 +55,7 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.job_id = job_id
         self.scriptrunner_conn_id = scriptrunner_conn_id
-        if deferrable is None:
-            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
-        self.deferrable = bool(deferrable)
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
 
     @cached_property
     def hook(self) -> ScriptRunnerHook:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from airflow_provider_scriptrunner import _compat
 from airflow_provider_scriptrunner._compat import AirflowSkipException, TaskDeferred
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
 from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
@@ -120,9 +121,9 @@ def test_bad_arguments_fail_at_construction(kwargs, match):
 
 
 def test_default_deferrable_comes_from_config(monkeypatch):
-    monkeypatch.setattr(ops.conf, "getboolean", lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"))
+    monkeypatch.setattr(_compat.conf, "getboolean", lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"))
     assert run_op(deferrable=None).deferrable is True
-    monkeypatch.setattr(ops.conf, "getboolean", lambda *a, **k: False)
+    monkeypatch.setattr(_compat.conf, "getboolean", lambda *a, **k: False)
     assert run_op(deferrable=None).deferrable is False
 
 

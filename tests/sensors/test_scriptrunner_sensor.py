@@ -12,6 +12,7 @@ import pytest
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.bases import sensor as sensor_base
 
+from airflow_provider_scriptrunner import _compat
 from airflow_provider_scriptrunner._compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
@@ -38,6 +39,13 @@ def make_sensor(**kwargs) -> ScriptRunnerJobSensor:
     kwargs.setdefault("job_id", JOB)
     kwargs.setdefault("deferrable", False)
     return ScriptRunnerJobSensor(**kwargs)
+
+
+def test_default_deferrable_comes_from_config(monkeypatch):
+    monkeypatch.setattr(_compat.conf, "getboolean", lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"))
+    assert make_sensor(deferrable=None).deferrable is True
+    monkeypatch.setattr(_compat.conf, "getboolean", lambda *a, **k: False)
+    assert make_sensor(deferrable=None).deferrable is False
 
 
 def answer(*bodies) -> list[dict]:
