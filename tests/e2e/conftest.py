@@ -14,7 +14,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ class ScriptRunnerView:
         response.raise_for_status()
         return response.json()
 
-    def wait_job(self, job_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    def wait_job(self, job_id: str, statuses: Collection[str], timeout: float = 30) -> dict[str, Any]:
         last: dict[str, Any] = {}
 
         def probe() -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_scriptrunner.testing.harness import process_alive
+from airflow_provider_scriptrunner.testing.server import TERMINAL_STATUSES
 from tests.e2e.deployment import AirflowApi, AirflowDeployment, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -106,7 +107,7 @@ def test_marking_a_deferred_task_failed_cancels_its_job(airflow, api, server_vie
     api.set_state("e2e_deferrable", run_id, "run", "failed")
 
     # Airflow 3.3 calls the trigger's on_kill, which cancels the job on the server.
-    job = server_view.wait_job(job_id, {"canceled", "failed", "succeeded", "timed_out"}, timeout=45)
+    job = server_view.wait_job(job_id, TERMINAL_STATUSES, timeout=45)
     assert (job["status"], job["code"]) == ("canceled", -1), job
     job_pids_gone(tag)
     assert api.task_instance("e2e_deferrable", run_id, "run")["state"] == "failed"
@@ -129,7 +130,7 @@ def test_marking_a_running_worker_task_failed_cancels_its_job(api, server_view, 
     api.set_state("e2e_worker", run_id, "run", "failed")
 
     # The supervisor's next heartbeat is refused; it SIGTERMs the task, whose on_kill cancels.
-    job = server_view.wait_job(job_id, {"canceled", "failed", "succeeded", "timed_out"}, timeout=45)
+    job = server_view.wait_job(job_id, TERMINAL_STATUSES, timeout=45)
     assert (job["status"], job["code"]) == ("canceled", -1), job
     job_pids_gone(tag)
     assert api.task_instance("e2e_worker", run_id, "run")["state"] == "failed"
