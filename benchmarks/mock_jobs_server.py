@@ -13,7 +13,7 @@ what ``HttpSensorTrigger`` (which fires on the first non-404 answer) waits on, o
 
 Run as ``python -m benchmarks.mock_jobs_server --port 0 --max-seconds 600``: binds 127.0.0.1
 only, prints ``listening on PORT`` once bound, and exits by itself after ``--max-seconds``.
-Standard library only.
+Standard library only, plus the bundled server's job serializer (itself standard library only).
 """
 
 from __future__ import annotations
@@ -22,39 +22,28 @@ import argparse
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
+
+from airflow_provider_scriptrunner.testing.server import Job
 
 HOST = "127.0.0.1"
 LISTENING_PREFIX = "listening on "
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-
-
 def job_body(job_id: str, end_ms: int, now_ms: int) -> dict:
+    """The job object (the bundled server's serializer): running until ``end_ms``, then succeeded."""
     created = end_ms - 60_000
     done = now_ms >= end_ms
-    return {
-        "ok": True,
-        "jobId": job_id,
-        "scriptId": "bench-sleep",
-        "mode": "async",
-        "status": "succeeded" if done else "running",
-        "code": 0 if done else None,
-        "createdAt": _iso(created),
-        "startedAt": _iso(created + 5),
-        "endedAt": _iso(end_ms) if done else None,
-        "durationMs": end_ms - created - 5 if done else None,
-        "stdoutSize": 0,
-        "stderrSize": 0,
-        "stdoutTruncated": False,
-        "stderrTruncated": False,
-        "stdoutPreview": "",
-        "stderrPreview": "",
-        "stdoutRef": f"{job_id}.stdout.log",
-        "stderrRef": f"{job_id}.stderr.log",
-    }
+    job = Job(
+        job_id=job_id,
+        script_id="bench-sleep",
+        mode="async",
+        status="succeeded" if done else "running",
+        code=0 if done else None,
+        created_ms=created,
+        started_ms=created + 5,
+        ended_ms=end_ms if done else None,
+    )
+    return {"ok": True, **job.to_dict()}
 
 
 class MockJobsServer:

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import tenacity  # noqa: E402
 
 from airflow_provider_scriptrunner.hooks import scriptrunner as hook_module  # noqa: E402
+from airflow_provider_scriptrunner.testing.server import TERMINAL_STATUSES, Job  # noqa: E402
 
 BASE_URL = "http://sr.test:8080"
 TOKEN = "s3cr3t-token-value"
@@ -63,32 +64,24 @@ exec(MIXED_TEXT_SOURCE, _namespace)  # noqa: S102 - our own constant
 mixed_text = _namespace["mixed_text"]
 
 
+#: 2026-01-01T00:00:00.000Z, when every job of job_body() was created.
+JOB_CREATED_MS = 1_767_225_600_000
+
+
 def job_body(job_id: str = "job_1_1", status: str = "running", **overrides):
-    """A job object as the server returns it."""
-    body = {
-        "ok": True,
-        "jobId": job_id,
-        "scriptId": "quick-echo",
-        "mode": "async",
-        "status": status,
-        "code": None,
-        "createdAt": "2026-01-01T00:00:00.000Z",
-        "startedAt": "2026-01-01T00:00:00.010Z",
-        "endedAt": None,
-        "durationMs": None,
-        "stdoutSize": 0,
-        "stderrSize": 0,
-        "stdoutTruncated": False,
-        "stderrTruncated": False,
-        "stdoutPreview": "",
-        "stderrPreview": "",
-        "stdoutRef": f"{job_id}.stdout.log",
-        "stderrRef": f"{job_id}.stderr.log",
-    }
-    if status in ("succeeded", "failed", "timed_out", "canceled"):
-        body.update(code=0 if status == "succeeded" else -1, endedAt="2026-01-01T00:00:01.000Z", durationMs=990)
-    body.update(overrides)
-    return body
+    """A job object as the server returns it (the bundled server's serializer); ``overrides`` replace fields."""
+    ended = status in TERMINAL_STATUSES
+    job = Job(
+        job_id=job_id,
+        script_id="quick-echo",
+        mode="async",
+        status=status,
+        code=(0 if status == "succeeded" else -1) if ended else None,
+        created_ms=JOB_CREATED_MS,
+        started_ms=JOB_CREATED_MS + 10,
+        ended_ms=JOB_CREATED_MS + 1000 if ended else None,
+    )
+    return {"ok": True, **job.to_dict(), **overrides}
 
 
 def log_page_callback(streams: dict[str, bytes], truncated: bool = False):

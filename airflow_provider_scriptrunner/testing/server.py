@@ -421,6 +421,10 @@ class Job:
     #: Set once the job is terminal, so sync requests can wait without polling.
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
+    def __post_init__(self) -> None:
+        for name in STREAMS:  # a new job's (empty) logs are named after it
+            self.streams.setdefault(name, StreamLog(ref=f"{self.job_id}.{name}.log"))
+
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
@@ -520,8 +524,6 @@ class JobRunner:
         with self._lock:
             job_id = self._new_job_id()
             job = Job(job_id=job_id, script_id=script.id, mode=mode, args=list(args))
-            for name in STREAMS:
-                job.streams[name] = StreamLog(ref=f"{job_id}.{name}.log")
             self._jobs[job_id] = job
             self._queue.append(job)
             self._dispatch()
