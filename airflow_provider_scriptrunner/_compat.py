@@ -7,6 +7,7 @@ try:  # Airflow 3.2+ (task-sdk 1.2+)
         AirflowFailException,
         AirflowSensorTimeout,
         AirflowSkipException,
+        AirflowTaskTimeout,
         TaskDeferred,
     )
 except ImportError:  # Airflow 3.1
@@ -14,6 +15,7 @@ except ImportError:  # Airflow 3.1
         AirflowFailException,
         AirflowSensorTimeout,
         AirflowSkipException,
+        AirflowTaskTimeout,
         TaskDeferred,
     )
 
@@ -35,11 +37,20 @@ from airflow.triggers.base import BaseTrigger
 #: failed/success or clears it; older ones only cancel the trigger's task.
 TRIGGER_HAS_ON_KILL = "on_kill" in BaseTrigger.__dict__
 
+try:  # Airflow 3.3+: context["task_state_store"], shared by the tries of a task
+    from airflow.sdk.execution_time.context import TaskStateStoreAccessor  # noqa: F401
+
+    HAS_TASK_STATE_STORE = True
+except ImportError:  # Airflow 3.1/3.2
+    HAS_TASK_STATE_STORE = False
+
 __all__ = [
+    "HAS_TASK_STATE_STORE",
     "TRIGGER_HAS_ON_KILL",
     "AirflowFailException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
+    "AirflowTaskTimeout",
     "TaskDeferred",
     "XCom",
     "conf",

@@ -204,7 +204,11 @@ class JobEvent:
     What a trigger reports back to the task: plain JSON across the trigger boundary.
 
     ``status`` is ``success`` (the job ended succeeded), ``failure`` (it ended otherwise),
-    ``timeout`` (the task's deadline passed first) or ``error`` (the job could not be followed).
+    ``timeout`` (a limit passed first: ``limit`` names it, ``timeout``, ``execution_timeout`` or
+    ``idle_timeout``) or ``error`` (the job could not be followed). ``canceled`` says whether the
+    trigger canceled the job itself. ``log_offsets`` are the byte offsets of stdout and stderr up
+    to which the trigger wrote the output to the log; ``truncation_warned`` the streams whose
+    truncation it already reported.
     """
 
     status: str
@@ -213,6 +217,10 @@ class JobEvent:
     job: ScriptRunnerJob | None = None
     #: For ``error`` events: the server's error code when it gave one (e.g. JOB_NOT_FOUND).
     error_code: str | None = None
+    limit: str | None = None
+    canceled: bool = False
+    log_offsets: dict[str, int] = field(default_factory=dict)
+    truncation_warned: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,6 +229,10 @@ class JobEvent:
             "job_id": self.job_id,
             "job": self.job.to_dict() if self.job else None,
             "error_code": self.error_code,
+            "limit": self.limit,
+            "canceled": self.canceled,
+            "log_offsets": dict(self.log_offsets),
+            "truncation_warned": list(self.truncation_warned),
         }
 
     @classmethod
@@ -228,10 +240,15 @@ class JobEvent:
         if not isinstance(data, dict) or "status" not in data or "job_id" not in data:
             raise ValueError(f"not a script-runner trigger event: {data!r:.200}")
         job = data.get("job")
+        offsets = data.get("log_offsets") or {}
         return cls(
             status=data["status"],
             message=data.get("message", ""),
             job_id=data["job_id"],
             job=ScriptRunnerJob.from_dict(job) if job else None,
             error_code=data.get("error_code"),
+            limit=data.get("limit"),
+            canceled=bool(data.get("canceled", False)),
+            log_offsets={k: int(v) for k, v in offsets.items() if k in ("stdout", "stderr")},
+            truncation_warned=tuple(data.get("truncation_warned") or ()),
         )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_scriptrunner._compat import AirflowSkipException, XCom, default_deferrable
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
@@ -23,23 +23,29 @@ from airflow_provider_scriptrunner.hooks.scriptrunner import (
     validate_job_id,
     validate_script_id,
 )
+from airflow_provider_scriptrunner.job_store import JobStore
 from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, JobStatus, ScriptRunnerJob
 from airflow_provider_scriptrunner.outcome import Verdict, judge_job, normalize_skip_codes
-from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
+from airflow_provider_scriptrunner.output import OutputCapture, truncation_warning
+from airflow_provider_scriptrunner.triggers.scriptrunner import XCOM_OWNER_TRY, ScriptRunnerJobTrigger
+from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, Deadline, IdleWatch, next_wake, seconds, task_deadline
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 XCOM_JOB_ID = "job_id"
 XCOM_JOB_URL = "job_url"
-#: Key of the job id in the task's state store (Airflow 3.3+), shared by all tries of a task.
-STATE_JOB_ID = "scriptrunner_job_id"
 DEFAULT_MAX_OUTPUT_BYTES = 65536
 #: Worker-mode polling starts fast (a quick script is seen at once) and slows down to poll_interval.
 #: A script that ends within a few milliseconds is seen 10 ms after submit, not 100 ms (the server's
 #: own sync call would have returned by then); doubling keeps a 60 s job at ~15 polls.
 FIRST_POLL_DELAY = 0.01
 POLL_GROWTH = 2.0
+#: Airflow's own deferral timeout comes this long after the task's deadline: a backstop for a
+#: triggerer that is down when the deadline passes (the trigger fires at the deadline itself).
+DEFER_TIMEOUT_GRACE = 60.0
+#: How long a new try with reattach=False waits for the previous try's job to stop.
+PREVIOUS_JOB_STOP_WAIT = 60.0
 
 
 class ScriptRunnerJobLink(BaseOperatorLink):
@@ -88,92 +94,14 @@ class _ScriptRunnerOperatorBase(BaseOperator):
             self.log.warning("Could not build the job link: %s", err)
 
 
-class _OutputCapture:
-    """
-    Follows one log stream into the task log, line by line, keeping only the last ``cap`` bytes.
-
-    Memory stays bounded: a page at a time, plus the last ``cap`` bytes of output (and at most
-    the rest of the page they start in) and one partial line (flushed once it outgrows a page).
-    """
-
-    def __init__(self, stream: str, cap: int, page_size: int, log: Any, offset: int = 0) -> None:
-        self.stream = stream
-        self.cap = cap
-        self.page_size = page_size
-        self.log = log
-        self.offset = offset
-        self.total_size = 0
-        self.kept: deque[tuple[str, int]] = deque()  # (text, bytes) chunks of the end of the output
-        self.kept_bytes = 0
-        self.capped = False
-        self.server_truncated = False
-        self._partial = ""
-
-    def pump(self, hook: ScriptRunnerHook, job_id: str, *, complete: bool, max_bytes: int | None = None) -> None:
-        """Read what is new since the last call (at most ``max_bytes``) into the task log."""
-        for chunk in hook.iter_log(
-            job_id, self.stream, self.offset, page_size=self.page_size, max_bytes=max_bytes, stream_complete=complete
-        ):
-            self.offset = chunk.next_offset
-            self.total_size = chunk.total_size
-            self.server_truncated = self.server_truncated or chunk.truncated
-            self._keep(chunk.text)
-            self._emit(chunk.text)
-            del chunk  # not held while the next page is fetched
-
-    def finish(self, *, complete: bool) -> None:
-        """Write out a last line without a newline; warn when the server dropped output."""
-        if self._partial:
-            self.log.info("[%s] %s", self.stream, self._partial)
-            self._partial = ""
-        if complete and self.server_truncated:
-            self.log.warning(
-                "The server truncated %s of this job at %d bytes (runner.maxLogBytesPerStream): the rest was not kept",
-                self.stream,
-                self.total_size,
-            )
-
-    def _emit(self, text: str) -> None:
-        # Line by line, without a copy of the page or a list of all its lines.
-        start = 0
-        while (end := text.find("\n", start)) >= 0:
-            line = text[start:end]
-            if self._partial:
-                line, self._partial = self._partial + line, ""
-            self.log.info("[%s] %s", self.stream, line)
-            start = end + 1
-        self._partial += text[start:]
-        if len(self._partial) > self.page_size:
-            self.log.info("[%s] %s", self.stream, self._partial)
-            self._partial = ""
-
-    def _keep(self, text: str) -> None:
-        # Whole chunks are kept (no re-concatenation per page); result() cuts to ``cap`` bytes.
-        if not text:
-            return
-        size = len(text) if text.isascii() else len(text.encode())
-        self.kept.append((text, size))
-        self.kept_bytes += size
-        while self.kept and self.kept_bytes - self.kept[0][1] >= self.cap:
-            self.kept_bytes -= self.kept.popleft()[1]
-            self.capped = True
-
-    def result(self) -> tuple[str, bool]:
-        kept = "".join(text for text, _ in self.kept)
-        if self.kept_bytes > self.cap:
-            data = kept.encode()[-self.cap :] if self.cap else b""
-            kept = data.decode("utf-8", errors="ignore")  # drops a character cut at the front
-            self.capped = True
-        return kept, self.capped or self.server_truncated
-
-
 class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     """
     Run a script on script-runner and wait for its result.
 
     The script is submitted in async mode, so the task always holds the job id: the job can be
     canceled, its logs streamed, and a long script outlives any HTTP timeout. The task then
-    waits in the worker, or in the triggerer with ``deferrable=True``.
+    waits in the worker, or in the triggerer with ``deferrable=True``; in both the script's
+    output appears in the task log while it runs, and every limit cancels the job.
 
     Outcomes (decided in :mod:`airflow_provider_scriptrunner.outcome`): ``succeeded`` succeeds;
     an exit code in ``skip_on_exit_code`` skips; a non-zero exit fails with the code and the end
@@ -187,16 +115,24 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         default_deferrable``.
     :param poll_interval: longest pause between status checks, in seconds. In the worker the
         first check comes after 0.01 s and the pause doubles up to this value.
-    :param timeout: seconds the job may take before it is canceled and the task fails. None:
-        no limit (the server's own ``timeoutSec`` may still apply).
+    :param timeout: seconds (or a timedelta) the try may take, counted from its start, before
+        the job is canceled and the task fails. The task's ``execution_timeout`` does the same;
+        the earlier of the two applies, in the worker and while deferred. None: no limit of its
+        own (the server's ``timeoutSec`` may still apply).
+    :param idle_timeout: seconds a RUNNING job may go without writing to stdout or stderr before
+        it is canceled and the task fails ("no output for N s"). Queued time does not count.
+        None (default): off.
     :param skip_on_exit_code: exit code(s) that skip the task instead (as BashOperator).
-    :param cancel_on_kill: cancel the job when the task is killed (marked failed, cleared,
+    :param cancel_on_kill: cancel the job when the task is killed (marked failed/success,
         ``execution_timeout``, SIGTERM), in the worker and while deferred.
-    :param reattach: on Airflow 3.3+, a new try reattaches to the previous try's job while it
-        is still queued or running, instead of starting the script again.
+    :param reattach: a new try (retry or clear) reattaches to the previous try's job while it
+        is still queued or running, instead of starting the script again. With False the new
+        try cancels that job first, so two copies never run at once.
     :param max_output_bytes: bytes of stdout and of stderr kept in the return value (the end
         of each stream). All of the output goes to the task log regardless.
-    :param stream_logs: copy the script's stdout and stderr into the task log.
+    :param stream_logs: copy the script's stdout and stderr into the task log while it runs (in
+        the worker, and from the triggerer while deferred). False: the output is written once
+        the job has ended.
     :param log_page_bytes: bytes fetched per log request.
     """
 
@@ -213,6 +149,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         deferrable: bool | None = None,
         poll_interval: float = 10.0,
         timeout: float | timedelta | None = None,
+        idle_timeout: float | timedelta | None = None,
         skip_on_exit_code: int | Iterable[int] | None = None,
         cancel_on_kill: bool = True,
         reattach: bool = True,
@@ -226,9 +163,8 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         self.args = args
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.poll_interval = _positive("poll_interval", poll_interval)
-        if isinstance(timeout, timedelta):
-            timeout = timeout.total_seconds()
-        self.timeout = None if timeout is None else _positive("timeout", timeout)
+        self.timeout = seconds("timeout", timeout)
+        self.idle_timeout = seconds("idle_timeout", idle_timeout)
         self.skip_on_exit_code = normalize_skip_codes(skip_on_exit_code)
         self.cancel_on_kill = cancel_on_kill
         self.reattach = reattach
@@ -237,86 +173,144 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         self.log_page_bytes = _byte_count("log_page_bytes", log_page_bytes, 4, MAX_LOG_PAGE_BYTES)
         self.job_id: str | None = None
         self._killed_during_submit = False
+        self._canceled_job: str | None = None
 
     # -- execute ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any] | None:
         script_id = validate_script_id(self.script_id)
         args = validate_args(self.args)
-        deadline = None if self.timeout is None else time.time() + self.timeout
-        job = self._reattach(context)
+        deadline = self._deadline(context)
+        store = JobStore(context, self.log)
+        job = self._previous_job(store)
         if job is None:
             self.job_id = self.hook.submit_script(script_id, args)
             self.log.info("Submitted script %r with args %s as job %s", script_id, args, self.job_id)
-            self._remember(context, self.job_id)
+            store.set(self.job_id)
             if self._killed_during_submit:
                 self._cancel_quietly("the task was killed while the script was being submitted", retries=1)
         self._publish_job(context, self.job_id)
+        watch = IdleWatch(self.idle_timeout)
         if self.deferrable:
             job = job or self.hook.get_job(self.job_id)
             if job.is_terminal:
                 self.log.info("Job %s already finished (%s); not deferring", self.job_id, job.status.value)
                 return self._finish(context, job)
-            self.defer(
-                trigger=ScriptRunnerJobTrigger(
-                    job_id=self.job_id,
-                    scriptrunner_conn_id=self.scriptrunner_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=deadline,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
-                method_name="execute_complete",
-            )
-        return self._wait_in_worker(context, deadline)
+            watch.observe(job, time.time())
+            self._defer(context, deadline, watch)
+        return self._wait_in_worker(context, deadline, watch)
+
+    def _deadline(self, context: Context) -> Deadline | None:
+        """The earliest of ``timeout`` and ``execution_timeout``, from the try's start."""
+        start = getattr(context.get("ti"), "start_date", None)
+        return task_deadline(start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time())
+
+    def _defer(self, context: Context, deadline: Deadline | None, watch: IdleWatch) -> None:
+        # The try that owns the job, for the trigger's cancel decision after a clear.
+        context["ti"].xcom_push(key=XCOM_OWNER_TRY, value=context["ti"].try_number)
+        self.defer(
+            trigger=ScriptRunnerJobTrigger(
+                job_id=self.job_id,
+                scriptrunner_conn_id=self.scriptrunner_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=None if deadline is None else deadline.at,
+                end_limit=None if deadline is None else deadline.describe(),
+                cancel_on_kill=self.cancel_on_kill,
+                stream_logs=self.stream_logs,
+                log_page_bytes=self.log_page_bytes,
+                idle_timeout=self.idle_timeout,
+                **watch.state(),
+            ),
+            method_name="execute_complete",
+            # A backstop only: the trigger fires at the deadline itself. Should the triggerer be
+            # down then, Airflow ends the deferral a little later, and resume_execution cancels.
+            timeout=None if deadline is None else timedelta(seconds=max(0.0, deadline.at - time.time()) + DEFER_TIMEOUT_GRACE),
+        )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
         """Resume after the trigger fired."""
         result = JobEvent.from_dict(event)
         self.job_id = result.job_id
-        if result.status == EVENT_ERROR:
-            self._cancel_quietly("the job could not be followed")
+        store = JobStore(context, self.log)
+        if result.status in (EVENT_ERROR, EVENT_TIMEOUT):
+            why = "the job could not be followed" if result.status == EVENT_ERROR else f"{result.limit or 'a limit'} passed"
+            self._canceled_job = self.job_id if result.canceled else None  # the trigger did it
+            if self._cancel_quietly(why):
+                store.clear()
             raise ScriptRunnerJobError(result.message, result.job)
-        if result.status == EVENT_TIMEOUT:
-            self._cancel_quietly("the task's timeout passed")
-            self._forget(context)
-            raise ScriptRunnerJobError(f"{result.message} (timeout={self.timeout:g} s)", result.job)
-        return self._finish(context, self.hook.get_job(result.job_id))
+        captures = self._captures(result.log_offsets, result.truncation_warned)
+        for capture in captures.values():
+            capture.prime(self.hook, result.job_id)  # the end of what the trigger logged, for the result
+        return self._finish(context, self.hook.get_job(result.job_id), captures)
 
-    def _wait_in_worker(self, context: Context, deadline: float | None) -> dict[str, Any] | None:
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow ended the deferral itself (trigger timeout or failure): cancel the job, then fail."""
+        if next_method == TRIGGER_FAIL_REPR and self.cancel_on_kill:
+            self.job_id = JobStore(context, self.log).get() or context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_JOB_ID)
+            if self.job_id:
+                try:
+                    live = not self.hook.get_job(self.job_id).is_terminal
+                except ScriptRunnerError as err:
+                    self.log.warning("Could not read job %s after the deferral ended: %s", self.job_id, err)
+                    live = True
+                if live:
+                    self._cancel_quietly("Airflow ended the deferral (its trigger timed out or failed)", retries=1)
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _wait_in_worker(self, context: Context, deadline: Deadline | None, watch: IdleWatch) -> dict[str, Any] | None:
         captures = self._captures()
         delay = FIRST_POLL_DELAY
-        logged = {stream: 0 for stream in LOG_STREAMS}
         while True:
-            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.time())))
+            time.sleep(next_wake(time.time(), delay, None if deadline is None else deadline.at, watch.due()))
             job = self.hook.get_job(self.job_id)
             if job.is_terminal:
                 return self._finish(context, job, captures)
             if self.stream_logs:
-                for stream, size in (("stdout", job.stdout_size), ("stderr", job.stderr_size)):
-                    if size > logged[stream]:  # fetch only when the job says there is more
-                        captures[stream].pump(self.hook, self.job_id, complete=False)
-                        logged[stream] = size
-            if deadline is not None and time.time() >= deadline:
-                self._cancel_quietly("the task's timeout passed")
-                self._forget(context)
-                raise ScriptRunnerJobError(
-                    f"job {self.job_id} did not finish before the task's timeout; it was canceled (timeout={self.timeout:g} s)", job
-                )
+                for stream, capture in captures.items():
+                    if getattr(job, f"{stream}_size") > capture.offset:  # fetch only when the job says there is more
+                        capture.pump(self.hook, self.job_id, complete=False)
+            now = time.time()
+            if deadline is not None and now >= deadline.at:
+                self._fail_running(context, f"job {self.job_id} did not finish within {deadline.describe()}", deadline.limit, job)
+            seen = watch.observe(job, now)
+            if seen == "disabled":
+                self.log.warning(watch.disabled_message(self.job_id))
+            elif seen == "stalled":
+                self._fail_running(context, watch.stall_message(self.job_id), IDLE_TIMEOUT, job)
             delay = min(delay * POLL_GROWTH, self.poll_interval)
 
-    def _captures(self) -> dict[str, _OutputCapture]:
-        return {s: _OutputCapture(s, self.max_output_bytes, self.log_page_bytes, self.log) for s in LOG_STREAMS}
+    def _fail_running(self, context: Context, message: str, limit: str, job: ScriptRunnerJob) -> NoReturn:
+        """A limit passed in the worker: cancel the job and fail the try."""
+        if self._cancel_quietly(f"{limit} passed"):
+            JobStore(context, self.log).clear()
+            if "canceled" not in message:
+                message += "; it was canceled"
+        else:
+            message += "; canceling it failed (see the log above), the next try reattaches to it"
+        raise ScriptRunnerJobError(message, job)
 
-    def _finish(self, context: Context, job: ScriptRunnerJob, captures: dict[str, _OutputCapture] | None = None) -> dict[str, Any] | None:
+    def _captures(self, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()) -> dict[str, OutputCapture]:
+        offsets = offsets or {}
+        return {
+            s: OutputCapture(
+                s,
+                self.max_output_bytes,
+                self.log_page_bytes,
+                self.log,
+                offsets.get(s, 0),
+                truncation_warned=s in warned,
+            )
+            for s in LOG_STREAMS
+        }
+
+    def _finish(self, context: Context, job: ScriptRunnerJob, captures: dict[str, OutputCapture] | None = None) -> dict[str, Any] | None:
         """Shared by the worker and deferred paths: final logs, result, and the outcome."""
         captures = captures or self._captures()
         for capture in captures.values():
-            stored = getattr(job, f"{capture.stream}_size")
-            capture.server_truncated = capture.server_truncated or getattr(job, f"{capture.stream}_truncated")
-            if capture.offset < stored:  # the finished job says whether anything is left to read
+            if capture.offset < getattr(job, f"{capture.stream}_size"):  # the finished job says whether anything is left
                 capture.pump(self.hook, job.job_id, complete=True)
-            capture.finish(complete=True)
-        self._forget(context)
+            capture.finish(job)
+        JobStore(context, self.log).clear()
         stdout, stdout_truncated = captures["stdout"].result()
         stderr, stderr_truncated = captures["stderr"].result()
         outcome = judge_job(job, self.skip_on_exit_code, stderr=stderr)
@@ -339,14 +333,15 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             "ended_at": job.ended_at,
         }
 
-    # -- reruns (Airflow 3.3+ task_state_store) --------------------------------------------------
+    # -- reruns: reattach, or cancel before submitting again -------------------------------------
 
-    def _reattach(self, context: Context) -> ScriptRunnerJob | None:
-        """The previous try's job, when it is still queued or running; else None (submit anew)."""
-        store = context.get("task_state_store")
-        if not self.reattach or store is None:
-            return None
-        previous = store.get(STATE_JOB_ID)
+    def _previous_job(self, store: JobStore) -> ScriptRunnerJob | None:
+        """
+        The previous try's job when it is still queued or running and ``reattach`` is on; else None
+        (submit anew). With ``reattach=False`` such a job is canceled first, and the try fails
+        rather than start a second copy while the first will not stop.
+        """
+        previous = store.get()
         if not previous:
             return None
         try:
@@ -357,25 +352,22 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         if job.is_terminal:
             self.log.info("Previous job %s already ended (%s); starting a new job", previous, job.status.value)
             return None
-        self.log.info("Reattaching to job %s from an earlier try (still %s)", previous, job.status.value)
-        self.job_id = previous
-        return job
-
-    def _remember(self, context: Context, job_id: str) -> None:
-        store = context.get("task_state_store")
-        if store is not None:
-            try:
-                store.set(STATE_JOB_ID, job_id)
-            except Exception as err:  # noqa: BLE001 - losing reattach must not fail the run
-                self.log.warning("Could not record job %s in the task state store: %s", job_id, err)
-
-    def _forget(self, context: Context) -> None:
-        store = context.get("task_state_store")
-        if store is not None:
-            try:
-                store.delete(STATE_JOB_ID)
-            except Exception as err:  # noqa: BLE001
-                self.log.warning("Could not clear the task state store: %s", err)
+        if self.reattach:
+            self.log.info("Reattaching to job %s from an earlier try (still %s)", previous, job.status.value)
+            self.job_id = previous
+            return job
+        self.log.info("Job %s of an earlier try is still %s and reattach=False: canceling it first", previous, job.status.value)
+        self.hook.cancel_job(previous)
+        deadline = time.monotonic() + PREVIOUS_JOB_STOP_WAIT
+        while not job.is_terminal:
+            if time.monotonic() >= deadline:
+                raise ScriptRunnerJobError(
+                    f"job {previous} of an earlier try is still {job.status.value} {PREVIOUS_JOB_STOP_WAIT:g} s after it was "
+                    "asked to stop (its script may ignore SIGTERM); not starting a second copy of the script", job
+                )
+            time.sleep(0.5)
+            job = self.hook.get_job(previous)
+        return None
 
     # -- cancel on kill --------------------------------------------------------------------------
 
@@ -388,15 +380,20 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
                 self._killed_during_submit = True
             self._cancel_quietly("the task was killed", retries=1)
 
-    def _cancel_quietly(self, why: str, retries: int | None = None) -> None:
+    def _cancel_quietly(self, why: str, retries: int | None = None) -> bool:
+        """Cancel the job once (later calls are no-ops); return whether it is canceled."""
         if not self.job_id:
-            return
+            return False
+        if self._canceled_job == self.job_id:
+            return True
         try:
             job = self.hook.clone(retries=retries).cancel_job(self.job_id)
         except ScriptRunnerError as err:
             self.log.error("Could not cancel job %s (%s): %s", self.job_id, why, err)
-            return
+            return False
+        self._canceled_job = self.job_id
         self.log.info("Canceled job %s because %s (status now %s)", self.job_id, why, job.status.value)
+        return True
 
 
 class ScriptRunnerSubmitScriptOperator(_ScriptRunnerOperatorBase):
@@ -521,9 +518,11 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
         complete = job.is_terminal
         result: dict[str, Any] = {"job_id": job_id}
         for stream in streams:
-            capture = _OutputCapture(stream, self.max_output_bytes, self.log_page_bytes, self.log, offset=self.offset)
+            capture = OutputCapture(stream, self.max_output_bytes, self.log_page_bytes, self.log, offset=self.offset)
             capture.pump(self.hook, job_id, complete=complete, max_bytes=self.limit)
-            capture.finish(complete=complete)
+            capture.finish()
+            if complete and capture.server_truncated:
+                truncation_warning(self.log, job_id, stream, capture.total_size)
             data, truncated = capture.result()
             result[stream] = {
                 "data": data,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -14,13 +14,23 @@ from airflow_provider_scriptrunner._compat import (
     AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
+    AirflowTaskTimeout,
     default_deferrable,
 )
 from airflow_provider_scriptrunner.exceptions import JOB_NOT_FOUND, ScriptRunnerError, ScriptRunnerJobNotFoundError
-from airflow_provider_scriptrunner.hooks.scriptrunner import DEFAULT_CONN_ID, ScriptRunnerHook, validate_job_id
+from airflow_provider_scriptrunner.hooks.scriptrunner import (
+    DEFAULT_CONN_ID,
+    DEFAULT_LOG_PAGE_BYTES,
+    LOG_STREAMS,
+    MAX_LOG_PAGE_BYTES,
+    ScriptRunnerHook,
+    validate_job_id,
+)
 from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
 from airflow_provider_scriptrunner.outcome import Verdict, judge_job
+from airflow_provider_scriptrunner.output import OutputCapture
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
+from airflow_provider_scriptrunner.watch import EXECUTION_TIMEOUT, task_deadline
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -35,10 +45,16 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
     only watches: it never cancels the job, not even when it times out or is killed.
 
     Works in ``poke`` and ``reschedule`` modes and, with ``deferrable=True``, in the triggerer.
+    Its ``timeout`` and ``execution_timeout`` fail it on time in every mode (while deferred: the
+    earlier of the two, counted from the try's start); the job goes on.
 
     :param job_id: the job to wait for (templated), e.g. ``"{{ ti.xcom_pull('submit') }}"``.
     :param scriptrunner_conn_id: Airflow connection of type ``scriptrunner`` (templated).
     :param deferrable: wait in the triggerer. Default: ``[operators] default_deferrable``.
+    :param stream_logs: copy the job's stdout and stderr into the task log (default False: the
+        job is usually followed by the task that submitted it). Live in ``poke`` mode and while
+        deferred; in ``reschedule`` mode the poke that sees the job end writes all of it.
+    :param log_page_bytes: bytes fetched per log request.
     """
 
     template_fields: Sequence[str] = ("job_id", "scriptrunner_conn_id")
@@ -49,6 +65,8 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
         job_id: str,
         scriptrunner_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool | None = None,
+        stream_logs: bool = False,
+        log_page_bytes: int = DEFAULT_LOG_PAGE_BYTES,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", 10.0)
@@ -56,6 +74,11 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
         self.job_id = job_id
         self.scriptrunner_conn_id = scriptrunner_conn_id
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.stream_logs = stream_logs
+        if isinstance(log_page_bytes, bool) or not isinstance(log_page_bytes, int) or not 4 <= log_page_bytes <= MAX_LOG_PAGE_BYTES:
+            raise ValueError(f"log_page_bytes must be an int between 4 and {MAX_LOG_PAGE_BYTES}, got {log_page_bytes!r}")
+        self.log_page_bytes = log_page_bytes
+        self._output: dict[str, OutputCapture] | None = None
 
     @cached_property
     def hook(self) -> ScriptRunnerHook:
@@ -69,10 +92,27 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         job = self._get_job()
+        if self.stream_logs and (job.is_terminal or self.mode == "poke"):
+            # In reschedule mode every poke is a new process: only the last one writes the output.
+            self._follow_output(job)
         if not job.is_terminal:
             self.log.info("Job %s is %s", job.job_id, job.status.value)
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._judge(job))
+
+    def _follow_output(self, job: ScriptRunnerJob, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()) -> None:
+        """Write what the job wrote since the last call to the task log (all of it once it ended)."""
+        if self._output is None:
+            offsets = offsets or {}
+            self._output = {
+                s: OutputCapture(s, 0, self.log_page_bytes, self.log, offsets.get(s, 0), truncation_warned=s in warned)
+                for s in LOG_STREAMS
+            }
+        for stream, capture in self._output.items():
+            if capture.offset < getattr(job, f"{stream}_size"):
+                capture.pump(self.hook, job.job_id, complete=job.is_terminal)
+            if job.is_terminal:
+                capture.finish(job)
 
     def _judge(self, job: ScriptRunnerJob) -> dict[str, Any]:
         outcome = judge_job(job)
@@ -91,16 +131,22 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
             return super().execute(context)
         job = self._get_job()
         if job.is_terminal:
+            if self.stream_logs:
+                self._follow_output(job)
             return self._judge(job)
-        timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
+        start = getattr(context.get("ti"), "start_date", None)
+        deadline = task_deadline(start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time())
         self.defer(
             trigger=ScriptRunnerJobTrigger(
                 job_id=job.job_id,
                 scriptrunner_conn_id=self.scriptrunner_conn_id,
                 poll_interval=float(self.poke_interval),
-                end_time=time.time() + timeout,
+                end_time=None if deadline is None else deadline.at,
+                end_limit=None if deadline is None else deadline.describe(),
                 cancel_on_kill=False,  # a sensor watches; it never stops the job
                 cancel_on_timeout=False,
+                stream_logs=self.stream_logs,
+                log_page_bytes=self.log_page_bytes,
             ),
             method_name="execute_complete",
         )
@@ -108,11 +154,16 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         result = JobEvent.from_dict(event)
         if result.status == EVENT_TIMEOUT:
-            raise AirflowSensorTimeout(f"job {result.job_id} did not end within the sensor's timeout")
+            message = f"{result.message} (the sensor only watches: job {result.job_id} goes on)"
+            if result.limit == EXECUTION_TIMEOUT:
+                raise AirflowTaskTimeout(message)  # as in poke mode: retries apply
+            raise AirflowSensorTimeout(message)
         if result.status == EVENT_ERROR:
             if result.error_code == JOB_NOT_FOUND:  # cannot change: do not burn retries
                 self._fail(result.message)
             raise ScriptRunnerError(result.message)
         if result.job is None:
             self._fail(f"job {result.job_id}: {result.message or 'the trigger reported no job'}")
+        if self.stream_logs:
+            self._follow_output(result.job, result.log_offsets, result.truncation_warned)
         return self._judge(result.job)

@@ -28,12 +28,18 @@ JOB_URL = f"{BASE_URL}/jobs/{JOB}"
 
 
 class FakeTI:
-    def __init__(self):
+    def __init__(self, try_number=1, start_date=None):
         self.xcom: dict[str, object] = {}
+        self.try_number = try_number
+        self.start_date = start_date
+        self.task_id = "run"
 
     def xcom_push(self, key, value):
         json.dumps(value)  # XCom values must be JSON
         self.xcom[key] = value
+
+    def xcom_pull(self, task_ids=None, key="return_value", **_):
+        return self.xcom.get(key)
 
 
 class FakeStore:
@@ -52,8 +58,8 @@ class FakeStore:
         self.values.pop(key, None)
 
 
-def make_context(store=None):
-    context = {"ti": FakeTI()}
+def make_context(store=None, **ti):
+    context = {"ti": FakeTI(**ti)}
     if store is not None:
         context["task_state_store"] = store
     return context
@@ -243,7 +249,7 @@ def test_worker_timeout_cancels_the_job_and_fails(conn, requests_mock, monkeypat
     clock = iter(range(0, 1000, 5))
     monkeypatch.setattr(ops.time, "time", lambda: float(next(clock)))
     mock_run(requests_mock, [{"status": "running"}] * 50)
-    with pytest.raises(ScriptRunnerJobError, match="did not finish before the task's timeout; it was canceled"):
+    with pytest.raises(ScriptRunnerJobError, match=rf"job {JOB} did not finish within timeout=12 s; it was canceled"):
         run_op(timeout=12).execute(make_context())
     assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 1
 
@@ -296,14 +302,24 @@ def test_execute_complete_uses_the_same_outcome_rules(conn, requests_mock, final
             op.execute_complete(make_context(), event)
 
 
-def test_execute_complete_timeout_and_error_events(conn, requests_mock):
+@pytest.mark.parametrize("trigger_canceled", [True, False])
+def test_execute_complete_timeout_event_cancels_only_when_the_trigger_did_not(conn, requests_mock, trigger_canceled):
     mock_run(requests_mock, [{"status": "running"}])
-    op = run_op(deferrable=True, timeout=30)
-    with pytest.raises(ScriptRunnerJobError, match=r"timeout=30 s"):
-        op.execute_complete(make_context(), JobEvent("timeout", "job did not finish before the task's timeout", JOB).to_dict())
+    message = f"job {JOB} did not finish within execution_timeout=30 s; it was canceled"
+    event = JobEvent("timeout", message, JOB, limit="execution_timeout", canceled=trigger_canceled).to_dict()
+    with pytest.raises(ScriptRunnerJobError, match=r"within execution_timeout=30 s"):
+        run_op(deferrable=True).execute_complete(make_context(), event)
+    # Exactly one cancel per job and reason: the trigger's, or (when it could not) this one.
+    assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == (0 if trigger_canceled else 1)
+
+
+def test_execute_complete_error_event_cancels_the_job(conn, requests_mock):
+    mock_run(requests_mock, [{"status": "running"}])
+    op = run_op(deferrable=True)
     with pytest.raises(ScriptRunnerJobError, match="gave up"):
         op.execute_complete(make_context(), JobEvent("error", "gave up following", JOB).to_dict())
-    assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 2
+    op.on_kill()  # a later kill of the same try does not cancel a second time
+    assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 1
 
 
 # -- cancel on kill ---------------------------------------------------------------------------
@@ -370,10 +386,28 @@ def test_a_forgotten_job_is_not_reattached(conn, requests_mock):
     assert run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"] == "job_new_2"
 
 
-def test_reattach_false_always_submits(conn, requests_mock):
-    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", "running"))
+def test_reattach_false_cancels_the_previous_job_before_submitting(conn, requests_mock):
+    old = f"{BASE_URL}/jobs/job_old_1"
+    requests_mock.get(old, [{"json": job_body("job_old_1", "running")}, {"json": job_body("job_old_1", "running")}, {"json": job_body("job_old_1", "canceled")}])
+    requests_mock.post(f"{old}/cancel", json=job_body("job_old_1", "running"))
     mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
     assert run_op(reattach=False).execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"] == "job_new_2"
+    calls = [(r.method, r.path) for r in requests_mock.request_history]
+    # The old copy is canceled and seen ended before the script is started again.
+    assert calls.index(("POST", "/jobs/job_old_1/cancel")) < calls.index(("POST", "/run"))
+    assert calls.index(("GET", "/jobs/job_old_1")) < calls.index(("POST", "/run"))
+    assert [c for c in calls if c[1] == "/jobs/job_old_1"][-1] == ("GET", "/jobs/job_old_1")
+
+
+def test_reattach_false_refuses_a_second_copy_when_the_first_will_not_stop(conn, requests_mock, monkeypatch):
+    clock = iter(range(0, 10000, 7))
+    monkeypatch.setattr(ops.time, "monotonic", lambda: float(next(clock)))
+    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", "running"))
+    requests_mock.post(f"{BASE_URL}/jobs/job_old_1/cancel", json=job_body("job_old_1", "running"))
+    mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
+    with pytest.raises(ScriptRunnerJobError, match="not starting a second copy"):
+        run_op(reattach=False).execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))
+    assert posts(requests_mock) == []
 
 
 def test_without_a_state_store_every_try_submits(conn, requests_mock):

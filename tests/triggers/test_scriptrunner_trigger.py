@@ -275,10 +275,11 @@ async def test_errors_that_waiting_cannot_fix_fire_error_at_once(conn, clock, an
 @pytest.mark.asyncio
 async def test_deadline_already_passed_cancels_without_polling(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "canceled")))
-    payload = await only_event(make_trigger(server, end_time=clock.now - 1))
+    payload = await only_event(make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s"))
 
     assert payload["status"] == "timeout"
-    assert "canceled" in payload["message"]
+    assert payload["message"] == f"job {JOB} did not finish within execution_timeout=20 s; it was canceled"
+    assert (payload["limit"], payload["canceled"]) == ("execution_timeout", True)
     assert len(server.cancels) == 1 and not server.gets
     assert payload["job"]["status"] == "canceled"  # the job as the cancel call returned it
 
@@ -309,10 +310,12 @@ async def test_deadline_during_error_backoff_is_kept(conn, clock):
 @pytest.mark.asyncio
 async def test_deadline_without_cancel_on_timeout_leaves_the_job(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")))
-    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 10, cancel_on_timeout=False))
+    trigger = make_trigger(server, poll_interval=5, end_time=clock.now + 10, end_limit="timeout=10 s", cancel_on_timeout=False)
+    payload = await only_event(trigger)
 
     assert payload["status"] == "timeout"
-    assert "did not finish before the deadline" in payload["message"]
+    assert payload["message"] == f"job {JOB} did not finish within timeout=10 s"
+    assert (payload["limit"], payload["canceled"]) == ("timeout", False)
     assert not server.cancels
     assert payload["job"]["status"] == "running"
 
@@ -323,6 +326,7 @@ async def test_deadline_cancel_failure_still_times_out(conn, clock):
     payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 5))
 
     assert payload["status"] == "timeout"
+    assert payload["canceled"] is False and "canceling it failed" in payload["message"]
     assert len(server.cancels) == 1
     assert payload["job"]["status"] == "running"  # falls back to the last job seen
 
@@ -348,6 +352,13 @@ def test_serialize_round_trip():
         cancel_on_kill=False,
         max_consecutive_errors=4,
         cancel_on_timeout=False,
+        end_limit="execution_timeout=20 s",
+        stream_logs=True,
+        log_offsets={"stdout": 10, "stderr": 3},
+        log_page_bytes=1024,
+        idle_timeout=30,
+        idle_sizes=[10, 3],
+        idle_since=1_800_000_100.0,
     )
     classpath, kwargs = trigger.serialize()
 
@@ -366,6 +377,13 @@ def test_serialize_round_trip():
         "cancel_on_kill": False,
         "max_consecutive_errors": 4,
         "cancel_on_timeout": False,
+        "end_limit": "execution_timeout=20 s",
+        "stream_logs": True,
+        "log_offsets": {"stdout": 10, "stderr": 3},
+        "log_page_bytes": 1024,
+        "idle_timeout": 30.0,
+        "idle_sizes": [10, 3],
+        "idle_since": 1_800_000_100.0,
     }
 
 
@@ -444,15 +462,22 @@ async def test_own_hook_is_lazy_and_does_not_retry(set_connection, clock):
 
 
 # --------------------------------------------------------------------------------------------
-# on_kill (Airflow 3.3+) and safe_to_cancel
+# Stopping the trigger: on_kill (Airflow 3.3+) and the cancellation of its task (every version)
+
+
+def on_try(trigger, state, owner=1, try_number=1):
+    """Give the trigger a task instance on ``try_number``, whose state and owner record are as given."""
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="run", run_id="r", map_index=-1, try_number=try_number)
+    trigger._task_instance_state = state_returning(state)
+    trigger._owner_try = state_returning(owner)
+    return trigger
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("state", ["failed", "success", None])
-async def test_on_kill_cancels_when_task_left_deferred(conn, monkeypatch, state):
+@pytest.mark.parametrize("state", ["failed", "success", "up_for_retry", "upstream_failed", "skipped"])
+async def test_on_kill_cancels_when_the_try_ended(conn, state):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
-    trigger = make_trigger(server)
-    monkeypatch.setattr(trigger, "_task_instance_state", state_returning(state))
+    trigger = on_try(make_trigger(server), state)
     client = await trigger._hook.get_client()
 
     await trigger.on_kill()
@@ -462,11 +487,55 @@ async def test_on_kill_cancels_when_task_left_deferred(conn, monkeypatch, state)
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("state", ["deferred", RuntimeError("API server unreachable")], ids=["deferred", "unreadable"])
-async def test_on_kill_leaves_job_when_task_still_deferred_or_unknown(conn, monkeypatch, state):
+@pytest.mark.parametrize(
+    ("state", "owner", "why"),
+    [
+        ("deferred", 1, "still deferred"),
+        (RuntimeError("API server unreachable"), 1, "could not read the task's state"),
+        # Cleared: the next try has not started yet, or has started and reattached (both orders).
+        (None, 1, "was cleared"),
+        ("scheduled", 1, "was cleared"),
+        ("queued", 1, "was cleared"),
+        ("running", 2, "try 2 of the task owns the job"),
+        ("running", None, "a newer try"),
+        ("deferred", 2, "still deferred"),
+        # A later try of the task ended; the job is that try's now.
+        ("failed", 2, "try 2 of the task owns the job"),
+    ],
+    ids=["deferred", "unreadable", "cleared", "cleared-scheduled", "cleared-queued", "new-try-running",
+         "new-try-cleared-the-record", "new-try-deferred", "new-try-failed"],
+)
+async def test_the_job_goes_on_unless_this_try_is_over(conn, task_log, state, owner, why):
     server = FakeServer((200, job_body(JOB, "running")))
-    trigger = make_trigger(server)
-    monkeypatch.setattr(trigger, "_task_instance_state", state_returning(state))
+    trigger = on_try(make_trigger(server), state, owner=owner)
+
+    await trigger.on_kill()
+
+    assert not server.requests
+    assert f"Not canceling job {JOB}" in task_log.text and why in task_log.text
+
+
+@pytest.mark.asyncio
+async def test_airflow_ending_the_deferral_after_the_deadline_cancels(conn, clock):
+    # Airflow's own trigger timeout puts the task back to SCHEDULED on the same try (to fail it).
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
+    trigger = on_try(make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s"), "scheduled")
+    await trigger.on_kill()
+    assert len(server.cancels) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_unreadable_owner_record_leaves_the_decision_to_the_state(conn):
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
+    trigger = on_try(make_trigger(server), "failed", owner=RuntimeError("no XCom"))
+    await trigger.on_kill()
+    assert len(server.cancels) == 1
+
+
+@pytest.mark.asyncio
+async def test_on_kill_respects_cancel_on_kill_false(conn):
+    server = FakeServer((200, job_body(JOB, "running")))
+    trigger = on_try(make_trigger(server, cancel_on_kill=False), "failed")
 
     await trigger.on_kill()
 
@@ -474,21 +543,9 @@ async def test_on_kill_leaves_job_when_task_still_deferred_or_unknown(conn, monk
 
 
 @pytest.mark.asyncio
-async def test_on_kill_respects_cancel_on_kill_false(conn, monkeypatch):
-    server = FakeServer((200, job_body(JOB, "running")))
-    trigger = make_trigger(server, cancel_on_kill=False)
-    monkeypatch.setattr(trigger, "_task_instance_state", state_returning("failed"))
-
-    await trigger.on_kill()
-
-    assert not server.requests
-
-
-@pytest.mark.asyncio
-async def test_on_kill_survives_a_failed_cancel(conn, monkeypatch):
+async def test_on_kill_survives_a_failed_cancel(conn):
     server = FakeServer((200, job_body(JOB, "running")), cancel=NOT_FOUND)
-    trigger = make_trigger(server)
-    monkeypatch.setattr(trigger, "_task_instance_state", state_returning("failed"))
+    trigger = on_try(make_trigger(server), "failed")
 
     await trigger.on_kill()  # does not raise
 
@@ -496,15 +553,16 @@ async def test_on_kill_survives_a_failed_cancel(conn, monkeypatch):
 
 
 @pytest.mark.asyncio
-async def test_safe_to_cancel_without_task_instance_is_false():
+async def test_no_cancel_without_task_instance():
     trigger = ScriptRunnerJobTrigger(job_id=JOB)
     assert trigger.task_instance is None  # as under `airflow dags test`
-    assert await trigger.safe_to_cancel() is False
+    cancel, why = await trigger.cancel_decision()
+    assert cancel is False and "could not read the task's state" in why
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("map_index", "states", "expected_map_index", "safe"),
+    ("map_index", "states", "expected_map_index", "cancel"),
     [
         (-1, {"run_1": {"watch": "deferred"}}, -1, False),
         (-1, {"run_1": {"watch": "failed"}}, -1, True),
@@ -514,25 +572,30 @@ async def test_safe_to_cancel_without_task_instance_is_false():
     ],
     ids=["unmapped-deferred", "unmapped-failed", "mapped-deferred", "mapped-failed", "no-map-index"],
 )
-async def test_safe_to_cancel_reads_the_task_state(monkeypatch, map_index, states, expected_map_index, safe):
+async def test_cancel_decision_reads_the_task_state_and_owner(monkeypatch, map_index, states, expected_map_index, cancel):
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    calls = []
+    from airflow_provider_scriptrunner._compat import XCom
+
+    state_calls, xcom_calls = [], []
 
     def get_task_states(**kwargs):
-        calls.append(kwargs)
+        state_calls.append(kwargs)
         return states
 
+    def get_one(**kwargs):
+        xcom_calls.append(kwargs)
+        return 4
+
     monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
+    monkeypatch.setattr(XCom, "get_one", staticmethod(get_one))
     trigger = ScriptRunnerJobTrigger(job_id=JOB)
-    trigger.task_instance = SimpleNamespace(dag_id="dag_a", task_id="watch", run_id="run_1", map_index=map_index)
+    trigger.task_instance = SimpleNamespace(dag_id="dag_a", task_id="watch", run_id="run_1", map_index=map_index, try_number=4)
 
-    assert await trigger.safe_to_cancel() is safe
-    assert calls == [{"dag_id": "dag_a", "task_ids": ["watch"], "run_ids": ["run_1"], "map_index": expected_map_index}]
-
-
-# --------------------------------------------------------------------------------------------
-# Cancellation of the trigger's task (Airflow 3.1/3.2 have no on_kill)
+    assert (await trigger.cancel_decision())[0] is cancel
+    assert state_calls == [{"dag_id": "dag_a", "task_ids": ["watch"], "run_ids": ["run_1"], "map_index": expected_map_index}]
+    if xcom_calls:  # not read when the task is still deferred
+        assert xcom_calls == [{"key": "scriptrunner_try", "dag_id": "dag_a", "task_id": "watch", "run_id": "run_1", "map_index": expected_map_index}]
 
 
 async def _start_and_cancel(trigger: ScriptRunnerJobTrigger, server: FakeServer) -> None:
@@ -555,18 +618,18 @@ async def _start_and_cancel(trigger: ScriptRunnerJobTrigger, server: FakeServer)
     [
         ("failed", True, True),
         ("success", True, True),
-        (None, True, True),
+        (None, True, False),
         ("deferred", True, False),
         (RuntimeError("API server unreachable"), True, False),
         ("failed", False, False),
     ],
-    ids=["failed", "success", "no-state", "deferred", "unreadable", "cancel_on_kill-false"],
+    ids=["failed", "success", "cleared", "deferred", "unreadable", "cancel_on_kill-false"],
 )
-async def test_cancellation_without_on_kill_support(conn, monkeypatch, state, cancel_on_kill, expect_cancel):
-    monkeypatch.setattr(trigger_module, "TRIGGER_HAS_ON_KILL", False)
+async def test_cancellation_of_the_trigger_decides_on_every_version(conn, state, cancel_on_kill, expect_cancel):
+    # Airflow 3.1/3.2 only cancel the trigger's task; 3.3 does too, and on its own trigger timeout
+    # does nothing else (no on_kill).
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
-    trigger = make_trigger(server, poll_interval=30, cancel_on_kill=cancel_on_kill)
-    monkeypatch.setattr(trigger, "_task_instance_state", state_returning(state))
+    trigger = on_try(make_trigger(server, poll_interval=30, cancel_on_kill=cancel_on_kill), state)
 
     await _start_and_cancel(trigger, server)
 
@@ -575,16 +638,14 @@ async def test_cancellation_without_on_kill_support(conn, monkeypatch, state, ca
 
 
 @pytest.mark.asyncio
-async def test_cancellation_with_on_kill_support_leaves_cancel_to_on_kill(conn, monkeypatch):
-    monkeypatch.setattr(trigger_module, "TRIGGER_HAS_ON_KILL", True)
+async def test_on_kill_after_the_cancellation_does_not_cancel_again(conn):
+    # Airflow 3.3 cancels the trigger's task, then calls on_kill: one cancel per job and reason.
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
-    trigger = make_trigger(server, poll_interval=30)
-    monkeypatch.setattr(trigger, "_task_instance_state", state_returning("failed"))
+    trigger = on_try(make_trigger(server, poll_interval=30), "failed")
 
     await _start_and_cancel(trigger, server)
-    assert not server.cancels  # a cancellation alone may be a triggerer restart
-
     await trigger.on_kill()
+
     assert len(server.cancels) == 1
 
 
