@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-#: ``runner`` keys a harness may override (``killGraceSec`` exists only in the bundled server).
+#: ``runner`` keys a harness may override (``killGraceSec`` exists only in the bundled server: without
+#: it, as on the real server, cancel and timeout send SIGTERM only).
 RUNNER_OPTIONS = frozenset(
     {
         "maxConcurrent",
@@ -86,7 +87,8 @@ class ScriptRunnerServerProcess:
         (``{"maxItems", "itemPattern", "itemMaxLength"}``), as in ``scripts.json``.
     :param config_path: an existing ``config.json`` to use instead of ``scripts``.
     :param runner: overrides for the ``runner`` section (``maxConcurrent``, ``maxLogBytesPerStream``,
-        ``previewMaxBytes``, ``defaultMode``, ``killGraceSec``, ...); only with ``scripts``.
+        ``previewMaxBytes``, ``defaultMode``, ``killGraceSec``, ...); only with ``scripts``. Unset keys
+        keep the server defaults, which are the real server's (``defaultMode`` ``sync``, no SIGKILL).
     :param port: port of the first start; ``0`` (default) picks a free one.
     :param startup_timeout: seconds to wait for the server to listen.
     :param stop_timeout: seconds to wait after SIGTERM before the server's group gets SIGKILL.

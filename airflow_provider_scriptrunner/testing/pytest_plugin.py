@@ -52,12 +52,18 @@ def scriptrunner_scripts() -> dict[str, dict[str, Any]]:
     Same shape as :class:`~airflow_provider_scriptrunner.testing.harness.ScriptRunnerServerProcess`
     takes: ``{script_id: {"body": "#!/bin/sh\\n...", "mode": ..., "timeoutSec": ..., "args": ...}}``.
     The defaults are ``echo`` (prints its arguments), ``exit`` (exits with the code given as its
-    first argument, default 1) and ``sleep`` (sleeps for its first argument, default 30 seconds).
+    first argument, default 1) and ``sleep`` (sleeps for its first argument, default 30 seconds), all
+    ``async`` scripts: a request without ``mode`` gets ``202`` and a job id (the provider's operators
+    always send a mode).
     """
     return {
-        "echo": {"body": '#!/bin/sh\necho "$@"\n'},
-        "exit": {"body": '#!/bin/sh\necho "exiting with ${1:-1}" >&2\nexit "${1:-1}"\n'},
-        "sleep": {"body": '#!/bin/sh\nsleep "${1:-30}"\n', "args": {"itemPattern": "^[0-9.]+$"}},
+        "echo": {"body": '#!/bin/sh\necho "$@"\n', "mode": "async"},
+        "exit": {"body": '#!/bin/sh\necho "exiting with ${1:-1}" >&2\nexit "${1:-1}"\n', "mode": "async"},
+        "sleep": {
+            "body": '#!/bin/sh\nsleep "${1:-30}"\n',
+            "mode": "async",
+            "args": {"itemPattern": "^[0-9.]+$"},
+        },
     }
 
 
@@ -65,8 +71,10 @@ def scriptrunner_scripts() -> dict[str, dict[str, Any]]:
 def scriptrunner_server_config() -> dict[str, Any]:
     """Overrides for the server's ``runner`` section; override this fixture to change them.
 
-    For example ``{"maxConcurrent": 2, "defaultMode": "sync", "maxLogBytesPerStream": 1000}``.
-    The default, ``{}``, keeps the server defaults (one script at a time, ``async`` default mode).
+    For example ``{"maxConcurrent": 2, "defaultMode": "async", "maxLogBytesPerStream": 1000}``.
+    The default, ``{}``, keeps the real server's defaults (one script at a time, ``sync`` default
+    mode, cancel and timeout send SIGTERM only); ``killGraceSec`` (bundled server only) adds a SIGKILL
+    that many seconds after that SIGTERM.
     """
     return {}
 

@@ -14,21 +14,30 @@ Where this server knowingly differs from the real one:
 
 * The default host is ``127.0.0.1``; the real server defaults to ``0.0.0.0``. ``--host`` and
   ``--port`` override ``server.host`` / ``server.port``.
-* ``runner.killGraceSec`` (default 5) is an extension: a script group still alive that long after a
-  SIGTERM (cancel, timeout) gets SIGKILL.
+* ``runner.killGraceSec`` is an extension, off unless the config sets it. Without it the server does
+  what the real one does: cancel and timeout send SIGTERM only, so a script that ignores SIGTERM keeps
+  running and its job stays ``running``. With it, a script group still alive that many seconds after
+  that SIGTERM gets SIGKILL.
 * The process-group ids of live scripts are listed in ``running.pgids`` next to the job store, and on
-  SIGTERM/SIGINT the server terminates those groups before exiting. The real server leaves such scripts
-  running, detached. Like the real server after a crash, the jobs are NOT recorded as ended: a restart
-  reloads them as ``failed`` with code ``-1``.
+  SIGTERM/SIGINT the server terminates those groups before exiting (SIGTERM, then SIGKILL for groups
+  still alive after :data:`SHUTDOWN_GRACE_SEC`, or after ``killGraceSec`` when that is shorter). The
+  real server leaves such scripts running, detached. Like the real server after a crash, the jobs are
+  NOT recorded as ended: a restart reloads them as ``failed`` with code ``-1``.
+* A job reloaded as ``failed`` after a restart gets its previews from the end of its stored log (what
+  the script wrote past ``maxLogBytesPerStream`` before the restart is gone); the contract does not say.
 * ``args.itemPattern`` is compiled with Python's :mod:`re` and applied with search semantics (like
   JavaScript's ``RegExp.prototype.test``): anchor it with ``^...$`` to match whole arguments.
 * A request body over 2 MiB is answered with ``413`` and an ``INTERNAL_ERROR`` error body.
-* Argument checks that the contract leaves open: ``args: null`` means ``[]``; an argument containing a
-  NUL character and a ``mode`` other than ``sync``/``async`` are ``400 INVALID_ARGS``; an empty body is
-  treated as ``{}`` (hence ``SCRIPT_NOT_FOUND``).
-* ``runner.defaultMode`` defaults to ``async`` when the config does not set it.
-* Log query parameters: ``stream`` defaults to ``stdout``; a negative or non-integer ``offset`` or
-  ``limit`` is ``400 INVALID_ARGS``.
+* Error messages: the ones the contract quotes are the real server's, word for word. The others are
+  this server's own, in the same style: ``script not found: ID``, ``job not found: ID``,
+  ``arg[N] too long: max M``, ``stream must be stdout or stderr``, ``request body too large`` (the
+  413) and, as ``400 INVALID_ARGS`` where the contract does not say what happens, ``arg[N] must not
+  contain NUL``, ``arg[N] must be valid unicode`` (a lone surrogate), ``mode must be sync or async``,
+  ``offset must be a non-negative integer`` (also ``limit``), ``invalid Content-Length header`` and
+  ``invalid chunked body``.
+* Other requests the contract leaves open: ``args: null`` means ``[]``; an empty body, or a JSON body
+  that is not an object, is treated as ``{}`` (hence ``SCRIPT_NOT_FOUND``); the logs ``stream``
+  defaults to ``stdout``.
 
 POSIX only: scripts run in their own process group (``start_new_session``) and are signalled with
 :func:`os.killpg`.
@@ -74,6 +83,9 @@ _PIPE_CHUNK = 65536
 
 STREAMS = ("stdout", "stderr")
 MODES = ("sync", "async")
+#: On SIGTERM/SIGINT the server gives its scripts this long (or ``killGraceSec``, when shorter) to
+#: exit after SIGTERM before it SIGKILLs their groups, whether or not ``killGraceSec`` is set.
+SHUTDOWN_GRACE_SEC = 2.0
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "canceled"})
 
 
@@ -120,13 +132,21 @@ class ServerConfig:
     preview_max_bytes: int
     job_store_file: Path
     logs_dir: Path
-    kill_grace_sec: float
+    #: Seconds after a cancel/timeout SIGTERM before SIGKILL; ``None`` (the default): never.
+    kill_grace_sec: float | None
     scripts: dict[str, ScriptSpec]
 
     @property
     def running_pgids_file(self) -> Path:
         """Where the process-group ids of live scripts are listed (next to the job store)."""
         return self.job_store_file.parent / RUNNING_PGIDS_FILENAME
+
+    @property
+    def shutdown_grace_sec(self) -> float:
+        """How long a shutting-down server waits after SIGTERM before it SIGKILLs script groups."""
+        if self.kill_grace_sec is None:
+            return SHUTDOWN_GRACE_SEC
+        return min(self.kill_grace_sec, SHUTDOWN_GRACE_SEC)
 
 
 def _read_json_object(path: Path, what: str) -> dict[str, Any]:
@@ -248,7 +268,7 @@ def load_config(
     config_host = server.get("host", "127.0.0.1")
     if not isinstance(config_host, str) or not config_host:
         raise ConfigError(f"{where}: 'server.host' must be a non-empty string")
-    default_mode = runner.get("defaultMode", "async")
+    default_mode = runner.get("defaultMode", "sync")
     if default_mode not in MODES:
         raise ConfigError(f"{where}: 'runner.defaultMode' must be 'sync' or 'async', got {default_mode!r}")
     return ServerConfig(
@@ -262,7 +282,11 @@ def load_config(
         preview_max_bytes=_number(runner, "previewMaxBytes", 4096, f"{where} runner", minimum=0),
         job_store_file=resolve_job_store_file(path),
         logs_dir=_resolve(base_dir, runner.get("logsDir", "./logs"), "runner.logsDir"),
-        kill_grace_sec=_number(runner, "killGraceSec", 5, f"{where} runner", minimum=0, integer=False),
+        kill_grace_sec=(
+            None
+            if runner.get("killGraceSec") is None
+            else _number(runner, "killGraceSec", 0, f"{where} runner", minimum=0, integer=False)
+        ),
         scripts=load_scripts(_resolve(base_dir, data.get("scriptsFile", "./scripts.json"), "scriptsFile")),
     )
 
@@ -390,6 +414,23 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
 # --------------------------------------------------------------------------------------------------
 
 
+class _TailBuffer:
+    """The last ``capacity`` bytes of everything fed to it; never holds more than that between feeds."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._data = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        if self._capacity == 0:
+            return  # chunk[-0:] would be the whole chunk
+        self._data += chunk[-self._capacity :]
+        del self._data[: -self._capacity]  # a no-op while shorter; CPython trims the front in O(1)
+
+    def getvalue(self) -> bytes:
+        return bytes(self._data)
+
+
 @dataclass
 class StreamLog:
     """What is stored of one output stream of a job."""
@@ -398,6 +439,9 @@ class StreamLog:
     size: int = 0
     truncated: bool = False
     preview: str = ""
+    #: The end of everything the script wrote (also past the stored limit), handed over by the pipe
+    #: reader when the stream closes; it becomes ``preview`` when the job ends. Never persisted.
+    tail: bytes | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -652,11 +696,13 @@ class JobRunner:
         ).start()
 
     def _stop_locked(self, job: Job, reason: str) -> None:
-        """SIGTERM a running job's group (once), and SIGKILL it if it outlives the grace period."""
+        """SIGTERM a running job's group (once); SIGKILL it if it outlives ``killGraceSec``, when set."""
         if job.stop_reason is not None or job.pgid is None:
             return
         job.stop_reason = reason
         signal_group(job.pgid, signal.SIGTERM)
+        if self._config.kill_grace_sec is None:
+            return  # like the real server: a script that ignores SIGTERM goes on running
         timer = threading.Timer(self._config.kill_grace_sec, self._kill_if_alive, args=(job, job.pgid))
         timer.daemon = True
         timer.start()
@@ -671,23 +717,30 @@ class JobRunner:
 
     def _end_locked(self, job: Job, status: str, code: int) -> None:
         job.status, job.code, job.ended_ms = status, code, _now_ms()
-        preview_bytes = self._config.preview_max_bytes
         for log in job.streams.values():
-            start = max(0, log.size - preview_bytes)
-            tail = _read_range(self._config.logs_dir / log.ref, start, log.size - start)
-            log.preview = tail.decode("utf-8", errors="replace")
+            tail = log.tail
+            if tail is None:  # no pipe was read by this server (a job reloaded after a restart)
+                start = max(0, log.size - self._config.preview_max_bytes)
+                tail = _read_range(self._config.logs_dir / log.ref, start, log.size - start)
+            log.preview, log.tail = tail.decode("utf-8", errors="replace"), None
         job.done.set()
 
     # ---- worker threads -------------------------------------------------------------------------
 
     def _pump(self, job: Job, name: str, pipe: BinaryIO, sink: BinaryIO) -> None:
-        """Copy one output pipe into its log file, keeping at most ``maxLogBytesPerStream`` bytes."""
+        """Copy one output pipe into its log file, keeping at most ``maxLogBytesPerStream`` bytes.
+
+        The preview's bytes are taken from the pipe, not from the log file: they are the end of all
+        the output, also when the stored log stopped at the limit.
+        """
         log = job.streams[name]
         limit = self._config.max_log_bytes_per_stream
+        tail = _TailBuffer(self._config.preview_max_bytes)
         stored = 0
         with pipe, sink:
             # Keep reading after the limit: a script blocked on a full pipe would never finish.
             while chunk := pipe.read(_PIPE_CHUNK):
+                tail.feed(chunk)
                 kept = chunk[: max(0, limit - stored)]
                 if kept:
                     sink.write(kept)  # unbuffered: on disk before the size below says so
@@ -696,6 +749,8 @@ class JobRunner:
                     log.size = stored
                     if len(kept) < len(chunk):
                         log.truncated = True
+        with self._lock:
+            log.tail = tail.getvalue()
 
     def _supervise(
         self, job: Job, process: subprocess.Popen[bytes], pumps: list[threading.Thread], timeout_sec: float
@@ -934,7 +989,7 @@ class ScriptRunnerRequestHandler(http.server.BaseHTTPRequestHandler):
         _validate_args(script, [] if args is None else args)
         mode = request.get("mode") or script.mode or config.default_mode
         if mode not in MODES:
-            raise ApiError(400, "INVALID_ARGS", 'mode must be "sync" or "async"')
+            raise ApiError(400, "INVALID_ARGS", "mode must be sync or async")
         job, status_at_submit = self.server.runner.submit(script, args or [], mode)
         if mode == "async":
             return 202, {"ok": True, "jobId": job.job_id, "status": status_at_submit}
@@ -963,23 +1018,27 @@ def _query_int(query: dict[str, list[str]], name: str, default: int) -> int:
 
 
 def _validate_args(script: ScriptSpec, args: Any) -> None:
-    """Apply the script's ``args`` rules; the message names the offending item."""
+    """Apply the script's ``args`` rules; the message names the offending item.
+
+    The messages of the array, count, type and pattern checks are the real server's, word for word;
+    the others follow their style.
+    """
     if not isinstance(args, list):
-        raise ApiError(400, "INVALID_ARGS", "args must be an array")
+        raise ApiError(400, "INVALID_ARGS", "args must be an array of strings")
     if len(args) > script.max_items:
-        raise ApiError(400, "INVALID_ARGS", f"too many args: {len(args)} > {script.max_items}")
+        raise ApiError(400, "INVALID_ARGS", f"too many args: max {script.max_items}")
     for index, item in enumerate(args):
         if not isinstance(item, str):
-            raise ApiError(400, "INVALID_ARGS", f"arg[{index}] must be a string")
+            raise ApiError(400, "INVALID_ARGS", f"arg[{index}] must be string")
         if len(item) > script.item_max_length:
-            raise ApiError(400, "INVALID_ARGS", f"arg[{index}] is longer than {script.item_max_length}")
+            raise ApiError(400, "INVALID_ARGS", f"arg[{index}] too long: max {script.item_max_length}")
         if "\0" in item:  # cannot be passed to a process at all
-            raise ApiError(400, "INVALID_ARGS", f"arg[{index}] contains a NUL character")
+            raise ApiError(400, "INVALID_ARGS", f"arg[{index}] must not contain NUL")
         if not item.isascii():
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:  # a lone surrogate from a \ud800-style JSON escape
-                raise ApiError(400, "INVALID_ARGS", f"arg[{index}] is not valid Unicode text") from None
+                raise ApiError(400, "INVALID_ARGS", f"arg[{index}] must be valid unicode") from None
         if script.item_pattern is not None and not script.item_pattern.search(item):
             raise ApiError(400, "INVALID_ARGS", f"arg[{index}] does not match pattern")
 
@@ -1045,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     httpd.shutdown()
     httpd.server_close()
-    runner.shutdown(grace=min(config.kill_grace_sec, 2.0))
+    runner.shutdown(grace=config.shutdown_grace_sec)
     return 0
 
 

@@ -45,7 +45,7 @@ LIMITED_RUNNER = {
     "maxConcurrent": 1,
     "maxLogBytesPerStream": 1200,
     "previewMaxBytes": 100,
-    "defaultMode": "sync",
+    "defaultMode": "async",  # not the server default, so that applying it shows
     "killGraceSec": 1,
 }
 
@@ -169,7 +169,8 @@ def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contra
     """The server under test: ``SCRIPTRUNNER_URL``, or the bundled server with default limits.
 
     The bundled one allows 4 concurrent scripts and keeps 4 MiB per stream, so that a log page can be
-    capped at 1 MiB and an unfinished test job never blocks the next test.
+    capped at 1 MiB and an unfinished test job never blocks the next test. It sets no ``defaultMode``
+    and no ``killGraceSec``: the tests of the default mode and of cancel-sends-SIGTERM-only rely on that.
     """
     external = os.environ.get("SCRIPTRUNNER_URL")
     if external:
@@ -182,10 +183,13 @@ def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Contra
 
 @pytest.fixture
 def bundled(contract_server: ContractServer) -> ContractServer:
-    """Skip the test unless it runs against the bundled server (it looks at local processes or
-    at behaviour the contract leaves open)."""
+    """Skip the test unless it runs against the bundled server (it looks at local processes, relies on
+    the server's configuration, or checks behaviour the contract leaves open)."""
     if not contract_server.bundled:
-        pytest.skip("needs the bundled server: checks local processes or behaviour the contract leaves open")
+        pytest.skip(
+            "needs the bundled server: checks local processes, relies on its configuration,"
+            " or checks behaviour the contract leaves open"
+        )
     return contract_server
 
 

@@ -23,13 +23,19 @@ from airflow_provider_scriptrunner.testing import (
 
 SCRIPTS = {
     "sleeper": {"body": '#!/bin/sh\necho "pid=$$"\nsleep 30\n', "mode": "async"},
+    # Ignores SIGTERM (its children too); gives up after about 30 s.
+    "stubborn": {
+        "body": '#!/bin/sh\ntrap "" TERM\necho "pid=$$"\ni=0\n'
+        'while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n',
+        "mode": "async",
+    },
     "hello": {"body": "#!/bin/sh\necho hello\n", "mode": "sync"},
 }
 
 
-def start_sleeper(server: ScriptRunnerServerProcess) -> tuple[str, int]:
-    """Start the sleeper script; returns its job id and process-group id once it runs."""
-    response = requests.post(f"{server.url}/run", json={"scriptId": "sleeper"}, timeout=10)
+def start_sleeper(server: ScriptRunnerServerProcess, script_id: str = "sleeper") -> tuple[str, int]:
+    """Start a script that prints its pid first; returns its job id and process-group id once it runs."""
+    response = requests.post(f"{server.url}/run", json={"scriptId": script_id}, timeout=10)
     assert response.status_code == 202, response.text
     job_id = response.json()["jobId"]
     deadline = time.monotonic() + 10
@@ -57,6 +63,19 @@ def test_stop_leaves_no_server_and_no_script(tmp_path):
     assert not process_group_alive(pgid)
 
 
+def test_stop_ends_a_script_that_ignores_sigterm_without_kill_grace_sec(tmp_path):
+    # No killGraceSec: cancel sends SIGTERM only, as on the real server. Teardown must still end it.
+    with ScriptRunnerServerProcess(tmp_path, SCRIPTS) as server:
+        job_id, pgid = start_sleeper(server, "stubborn")
+        requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=10)
+        time.sleep(0.5)
+        assert requests.get(f"{server.url}/jobs/{job_id}", timeout=10).json()["status"] == "running"
+        stopping = time.monotonic()
+
+    assert not process_group_alive(pgid)
+    assert time.monotonic() - stopping < server.stop_timeout
+
+
 def test_running_pgids_lists_only_live_scripts(tmp_path):
     with ScriptRunnerServerProcess(tmp_path, SCRIPTS) as server:
         job_id, pgid = start_sleeper(server)
@@ -81,9 +100,11 @@ def test_kill_orphans_the_scripts_until_stop(tmp_path):
     assert not process_group_alive(pgid)
 
 
-def test_sigterm_makes_the_server_end_its_scripts_without_recording_them(tmp_path):
+@pytest.mark.parametrize("script_id", ["sleeper", "stubborn"])
+def test_sigterm_makes_the_server_end_its_scripts_without_recording_them(tmp_path, script_id):
+    # "stubborn" ignores SIGTERM and no killGraceSec is set: the server's shutdown still SIGKILLs it.
     with ScriptRunnerServerProcess(tmp_path, SCRIPTS) as server:
-        job_id, pgid = start_sleeper(server)
+        job_id, pgid = start_sleeper(server, script_id)
         server_pid = server.pid
 
         os.kill(server_pid, signal.SIGTERM)  # directly: the harness must not clean up for the server
@@ -214,16 +235,30 @@ class TestPluginOverrides:
 
     @pytest.fixture
     def scriptrunner_server_config(self):
-        return {"defaultMode": "sync"}
+        return {"defaultMode": "async"}  # the server's default is "sync"
 
     def test_authors_fixtures_configure_the_server(self, scriptrunner_server):
         url = scriptrunner_server.url
         mine = requests.post(f"{url}/run", json={"scriptId": "mine"}, timeout=10)
         default_script = requests.post(f"{url}/run", json={"scriptId": "echo"}, timeout=10)
 
-        assert mine.status_code == 200  # defaultMode "sync" from scriptrunner_server_config
-        assert mine.json()["stdoutPreview"] == "mine\n"
+        assert mine.status_code == 202  # defaultMode "async" from scriptrunner_server_config
+        job_id = mine.json()["jobId"]
+        deadline = time.monotonic() + 10
+        while (job := requests.get(f"{url}/jobs/{job_id}", timeout=10).json())["status"] != "succeeded":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.02)
+        assert (job["mode"], job["stdoutPreview"]) == ("async", "mine\n")
         assert default_script.json()["error"]["code"] == "SCRIPT_NOT_FOUND"
+
+
+def test_plugin_default_scripts_are_async(scriptrunner_server):
+    # They were written for a server whose default mode was async; they say so now.
+    body = {"scriptId": "echo", "args": ["hi"]}
+
+    response = requests.post(f"{scriptrunner_server.url}/run", json=body, timeout=10)
+
+    assert response.status_code == 202
 
 
 def test_server_exits_when_the_test_process_dies_without_teardown(tmp_path):

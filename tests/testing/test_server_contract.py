@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 from datetime import datetime
 from urllib.parse import quote
@@ -48,14 +49,19 @@ LINE = 12  # bytes per line written by big-output.sh
 
 
 def assert_error(response: requests.Response, status: int, code: str, message: str | None = None) -> str:
-    """Check an error answer; returns its message."""
+    """Check an error answer, and its message word for word when given; returns the message."""
     assert response.status_code == status, response.text
     body = response.json()
     assert body["ok"] is False
     assert body["error"]["code"] == code
     if message is not None:
-        assert message in body["error"]["message"]
+        assert body["error"]["message"] == message
     return body["error"]["message"]
+
+
+def big_output(lines: int) -> str:
+    """What ``big-output.sh`` writes for ``lines`` lines."""
+    return "".join(f"line {i:06d}\n" for i in range(1, lines + 1))
 
 
 def iso(value: str) -> datetime:
@@ -139,34 +145,34 @@ def test_unknown_script_is_script_not_found(api, body):
 
 
 @pytest.mark.parametrize(
-    ("script_id", "args", "names_item"),
+    ("script_id", "args", "message"),
     [
-        ("echo-args", "not-a-list", None),
-        ("echo-args", {"0": "a"}, None),
-        ("echo-args", [str(i) for i in range(11)], None),  # default args.maxItems is 10
-        ("echo-args", ["ok", 7], "arg[1]"),
-        ("echo-args", ["ok", None], "arg[1]"),
-        ("echo-args", ["x" * 1025], "arg[0]"),  # default args.itemMaxLength is 1024
-        ("exit-code", ["1", "2"], None),  # maxItems 1
-        ("exit-code", ["1234"], "arg[0]"),  # itemMaxLength 3
+        ("echo-args", "not-a-list", "args must be an array of strings"),
+        ("echo-args", {"0": "a"}, "args must be an array of strings"),
+        ("echo-args", [str(i) for i in range(11)], "too many args: max 10"),  # default args.maxItems
+        ("echo-args", ["ok", 7], "arg[1] must be string"),
+        ("echo-args", ["ok", None], "arg[1] must be string"),
+        ("exit-code", ["1", "2"], "too many args: max 1"),  # maxItems 1
         ("exit-code", ["abc"], "arg[0] does not match pattern"),
     ],
-    ids=[
-        "string",
-        "object",
-        "too-many-default",
-        "int-item",
-        "null-item",
-        "too-long-default",
-        "too-many",
-        "too-long",
-        "pattern",
-    ],
+    ids=["string", "object", "too-many-default", "int-item", "null-item", "too-many", "pattern"],
 )
-def test_invalid_args(api, script_id, args, names_item):
-    message = assert_error(api.run(script_id, args), 400, "INVALID_ARGS")
-    if names_item:
-        assert names_item in message
+def test_invalid_args_have_the_real_servers_messages(api, script_id, args, message):
+    assert_error(api.run(script_id, args), 400, "INVALID_ARGS", message)
+
+
+@pytest.mark.parametrize(
+    ("script_id", "args", "message"),
+    [
+        ("echo-args", ["x" * 1025], "arg[0] too long: max 1024"),  # default args.itemMaxLength
+        ("exit-code", ["1234"], "arg[0] too long: max 3"),  # itemMaxLength 3
+    ],
+    ids=["too-long-default", "too-long"],
+)
+def test_too_long_args_name_the_item(api, script_id, args, message):
+    # The contract does not quote this message: only its item name is checked against a real server.
+    actual = assert_error(api.run(script_id, args), 400, "INVALID_ARGS")
+    assert actual == message if api.bundled else actual.startswith("arg[0]")
 
 
 def test_args_at_the_default_limits_are_accepted(api):
@@ -215,6 +221,17 @@ def test_body_that_is_not_json_is_an_internal_error(api):
     assert_error(response, 500, "INTERNAL_ERROR", "invalid json body")
 
 
+def test_a_run_without_any_mode_is_sync_by_default(api, bundled):
+    # The bundled contract server's config sets no defaultMode: the real server's default applies.
+    response = api.run("hello-default")
+
+    assert response.status_code == 200
+    job = response.json()
+    assert set(job) == JOB_FIELDS | {"ok"}
+    assert (job["mode"], job["status"], job["code"]) == ("sync", "succeeded", 0)
+    assert (job["stdoutPreview"], job["stderrPreview"]) == ("hello stdout\n", "hello stderr\n")
+
+
 def test_body_over_2_mib_is_refused(api):
     body = json.dumps({"scriptId": "echo-args", "args": ["x" * (2 * 1024 * 1024)]}).encode()
 
@@ -231,23 +248,28 @@ def test_body_over_2_mib_is_refused(api):
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "code"),
+    ("body", "status", "code", "message"),
     [
-        (b"", 400, "SCRIPT_NOT_FOUND"),
-        (b"[1, 2]", 400, "SCRIPT_NOT_FOUND"),
-        (b'{"scriptId": "hello", "args": null}', 200, None),
-        (b'{"scriptId": "hello", "mode": "later"}', 400, "INVALID_ARGS"),
-        (b'{"scriptId": "echo-args", "args": ["a\\u0000b"]}', 400, "INVALID_ARGS"),
+        (b"", 400, "SCRIPT_NOT_FOUND", None),
+        (b"[1, 2]", 400, "SCRIPT_NOT_FOUND", None),
+        (b'{"scriptId": "hello", "args": null}', 200, None, None),
+        (b'{"scriptId": "hello", "mode": "later"}', 400, "INVALID_ARGS", "mode must be sync or async"),
+        (
+            b'{"scriptId": "echo-args", "args": ["a\\u0000b"]}',
+            400,
+            "INVALID_ARGS",
+            "arg[0] must not contain NUL",
+        ),
     ],
     ids=["empty", "not-an-object", "null-args", "bad-mode", "nul-in-arg"],
 )
-def test_bundled_server_answers_where_the_contract_is_silent(api, bundled, body, status, code):
+def test_bundled_server_answers_where_the_contract_is_silent(api, bundled, body, status, code, message):
     response = api.request("POST", "/run", data=body, headers={"Content-Type": "application/json"})
 
     if code is None:
         assert response.status_code == status and response.json()["status"] == "succeeded"
     else:
-        assert_error(response, status, code)
+        assert_error(response, status, code, message)
 
 
 def test_bundled_server_accepts_a_chunked_body(api, bundled):
@@ -274,6 +296,12 @@ def test_bundled_server_accepts_a_chunked_body(api, bundled):
 )
 def test_unknown_route_is_not_found(api, method, path):
     assert_error(api.request(method, path), 404, "NOT_FOUND", f"route not found: {method} {path}")
+
+
+def test_unknown_script_and_job_messages_name_them(api, bundled):
+    # Not quoted by the contract: the bundled server's own wording, kept in the same style.
+    assert_error(api.run("no-such-script"), 400, "SCRIPT_NOT_FOUND", "script not found: no-such-script")
+    assert_error(api.request("GET", "/jobs/job_0_0"), 404, "JOB_NOT_FOUND", "job not found: job_0_0")
 
 
 # ---- /jobs/{id} ---------------------------------------------------------------------------------
@@ -361,7 +389,9 @@ def test_logs_limit_defaults_to_64_kib_and_is_capped_at_1_mib(api):
 def test_logs_of_an_unknown_stream_are_invalid_args(api):
     job_id = api.run("hello").json()["jobId"]
 
-    assert_error(api.logs(job_id, stream="stdin"), 400, "INVALID_ARGS")
+    message = assert_error(api.logs(job_id, stream="stdin"), 400, "INVALID_ARGS")
+    if api.bundled:
+        assert message == "stream must be stdout or stderr"
 
 
 @pytest.mark.parametrize(
@@ -370,7 +400,8 @@ def test_logs_of_an_unknown_stream_are_invalid_args(api):
 def test_logs_reject_bad_offset_or_limit(api, bundled, params):
     job_id = api.run("hello").json()["jobId"]
 
-    assert_error(api.logs(job_id, **params), 400, "INVALID_ARGS")
+    (name,) = params
+    assert_error(api.logs(job_id, **params), 400, "INVALID_ARGS", f"{name} must be a non-negative integer")
 
 
 def test_logs_of_an_unknown_job_are_job_not_found(api):
@@ -417,6 +448,31 @@ def test_cancel_of_a_finished_job_changes_nothing(api):
 
 def test_cancel_of_an_unknown_job_is_job_not_found(api):
     assert_error(api.cancel("job_0_0"), 404, "JOB_NOT_FOUND")
+
+
+def test_cancel_sends_sigterm_only_so_a_script_ignoring_it_keeps_running(api, bundled):
+    # The contract server sets no runner.killGraceSec: like the real server, nothing follows the SIGTERM.
+    job_id = api.start("term-ignorer")
+    pid = api.wait_pid(job_id)
+    pgid = os.getpgid(pid)
+    try:
+        assert api.cancel(job_id).json()["status"] == "running"
+        # Longer than the 5 s after which this server used to send SIGKILL by default.
+        watched_until = time.monotonic() + 6
+        while time.monotonic() < watched_until:
+            job = api.job(job_id)
+            assert (job["status"], job["code"], job["endedAt"]) == ("running", None, None)
+            assert process_alive(pid)
+            time.sleep(0.25)
+        assert api.cancel(job_id).json()["status"] == "running"  # a second cancel changes nothing either
+    finally:
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # the test's own cleanup: the server will not do it
+        except ProcessLookupError:
+            pass
+    wait_gone(pgid)
+    job = api.wait_terminal(job_id)
+    assert (job["status"], job["code"]) == ("canceled", -1)
 
 
 def test_timeout_ends_the_job_as_timed_out(api):
@@ -490,33 +546,61 @@ def test_output_beyond_max_log_bytes_is_dropped_and_flagged(limited_api, lines, 
     assert page["data"].endswith(f"line {min(lines, 100):06d}\n")  # the head is kept, the rest dropped
 
 
-def test_preview_is_the_last_preview_max_bytes_of_the_stored_output(limited_api):
+def test_preview_is_the_last_preview_max_bytes_of_the_output(limited_api):
     job = limited_api.run("big-output", ["50", "3"]).json()
 
     stored = limited_api.logs(job["jobId"]).json()["data"]
-    assert len(stored) == 50 * LINE
+    assert stored == big_output(50)
     assert job["stdoutPreview"] == stored[-LIMITED_RUNNER["previewMaxBytes"] :]
     assert job["stderrPreview"] == "line 000001\nline 000002\nline 000003\n"  # shorter than the limit
 
 
+def test_preview_is_the_end_of_all_output_also_past_the_stored_limit(limited_api):
+    preview = LIMITED_RUNNER["previewMaxBytes"]
+    out_lines, err_lines = 10_000, 500  # 120 kB of stdout (several pipe reads), 6 kB of stderr
+
+    job = limited_api.run("big-output", [str(out_lines), str(err_lines)]).json()
+
+    assert job["status"] == "succeeded"
+    assert job["stdoutTruncated"] is job["stderrTruncated"] is True
+    assert job["stdoutSize"] == job["stderrSize"] == LIMITED_RUNNER["maxLogBytesPerStream"]
+    assert job["stdoutPreview"] == big_output(out_lines)[-preview:]  # ends "line 010000\n"...
+    assert job["stderrPreview"] == big_output(err_lines)[-preview:]
+    stored = limited_api.logs(job["jobId"]).json()["data"]
+    assert stored.endswith("line 000100\n")  # ...while the stored log stops at the limit
+
+
+@pytest.mark.parametrize("filler", [0, 2000], ids=["within-the-stored-limit", "past-the-stored-limit"])
+def test_preview_cut_inside_a_character_starts_with_a_replacement_character(limited_api, filler):
+    preview = LIMITED_RUNNER["previewMaxBytes"]
+    tail = preview - 2  # the preview starts with the last byte of the 3-byte "€"
+
+    job = limited_api.run("multibyte-tail", [str(filler), str(tail)]).json()
+
+    assert job["status"] == "succeeded"
+    assert job["stdoutTruncated"] is (filler > LIMITED_RUNNER["maxLogBytesPerStream"])
+    assert job["stdoutPreview"] == "\ufffd" + "a" * tail + "\n"
+
+
 def test_default_mode_applies_when_neither_request_nor_script_sets_one(limited_api):
-    response = limited_api.run("hello-default")  # limited server: defaultMode "sync"
+    response = limited_api.run("hello-default")  # limited server: defaultMode "async"
 
-    assert response.status_code == 200
-    assert (response.json()["mode"], response.json()["status"]) == ("sync", "succeeded")
+    assert response.status_code == 202
+    assert limited_api.wait_terminal(response.json()["jobId"])["mode"] == "async"
 
 
-def test_sigterm_ignored_is_followed_by_sigkill_after_the_grace_period(limited_api):
+def test_sigterm_ignored_is_followed_by_sigkill_after_kill_grace_sec(limited_api):
+    grace = LIMITED_RUNNER["killGraceSec"]
     job_id = limited_api.start("term-ignorer")
     pid = limited_api.wait_pid(job_id)
     pgid = os.getpgid(pid)
 
     assert limited_api.cancel(job_id).json()["status"] == "running"
-    time.sleep(0.3)  # well inside killGraceSec (1 s): SIGTERM alone must not have stopped it
+    time.sleep(grace * 0.3)  # well inside killGraceSec: SIGTERM alone must not have stopped it
     assert limited_api.job(job_id)["status"] == "running"
     assert process_alive(pid)
 
-    job = limited_api.wait_terminal(job_id, timeout=5)
+    job = limited_api.wait_terminal(job_id, timeout=grace + 2)  # after killGraceSec, not some default
     assert (job["status"], job["code"]) == ("canceled", -1)
     wait_gone(pgid)
 
@@ -569,4 +653,4 @@ def test_a_lone_surrogate_argument_is_invalid_args(api, bundled):
         "POST", "/run", data=b'{"scriptId": "echo-args", "args": ["ok", "\\ud800"], "mode": "sync"}',
         headers={"Content-Type": "application/json"},
     )
-    assert "arg[1]" in assert_error(response, 400, "INVALID_ARGS")
+    assert_error(response, 400, "INVALID_ARGS", "arg[1] must be valid unicode")

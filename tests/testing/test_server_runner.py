@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from airflow_provider_scriptrunner.testing.server import JobRunner, ServerConfig, load_config
+import pytest
+
+from airflow_provider_scriptrunner.testing.server import (
+    SHUTDOWN_GRACE_SEC,
+    JobRunner,
+    ServerConfig,
+    _TailBuffer,
+    load_config,
+)
 
 
 def _one_slot_config(tmp_path: Path) -> ServerConfig:
@@ -32,3 +40,33 @@ def test_submit_reports_the_status_at_submission_even_when_the_script_has_alread
         runner.shutdown(grace=1)
 
     assert (first_status, second_status) == ("running", "queued")  # maxConcurrent 1: the second waited
+
+
+def test_defaults_are_the_real_servers(tmp_path):
+    config = _one_slot_config(tmp_path)  # sets only maxConcurrent
+
+    assert config.default_mode == "sync"
+    assert config.kill_grace_sec is None  # no SIGKILL after a cancel or timeout SIGTERM
+    assert config.shutdown_grace_sec == SHUTDOWN_GRACE_SEC  # but the server's own shutdown still has one
+
+
+@pytest.mark.parametrize(("kill_grace_sec", "shutdown_grace_sec"), [(0.5, 0.5), (30, SHUTDOWN_GRACE_SEC)])
+def test_kill_grace_sec_shortens_the_shutdown_grace_only(tmp_path, kill_grace_sec, shutdown_grace_sec):
+    _one_slot_config(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"runner": {"killGraceSec": kill_grace_sec}}))
+
+    config = load_config(tmp_path / "config.json", port=0)
+
+    assert (config.kill_grace_sec, config.shutdown_grace_sec) == (kill_grace_sec, shutdown_grace_sec)
+
+
+@pytest.mark.parametrize("capacity", [0, 1, 7, 100])
+def test_tail_buffer_keeps_the_last_bytes_of_everything_fed(capacity):
+    chunks = [bytes([n % 256]) * size for n, size in enumerate((1, 5, 300, 2, 0, 40, 420, 3))]
+    tail = _TailBuffer(capacity)
+
+    for chunk in chunks:  # shorter and longer than the capacity
+        tail.feed(chunk)
+
+    everything = b"".join(chunks)
+    assert tail.getvalue() == (everything[-capacity:] if capacity else b"")
