@@ -9,14 +9,17 @@ A job's output in the task log and in the return value, the same way in the work
   truncated the stream, logs and keeps the true end of the output from the job's preview.
 - :class:`AsyncStreamFollower` follows one stream with the async hook in a trigger.
 
-Memory stays bounded whatever the output size: a page at a time, one partial line (flushed once
-it outgrows a page), and the kept end of the output.
+Memory stays bounded whatever the output size: a page at a time, one partial line (written as it
+is once it outgrows :data:`MAX_HELD_LINE` characters, or a page when pages are larger), and the
+kept end of the output.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from typing import TYPE_CHECKING, Any
+
+from airflow_provider_scriptrunner.hooks.scriptrunner import MAX_LOG_PAGE_BYTES
 
 if TYPE_CHECKING:
     from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook, ScriptRunnerHook
@@ -25,6 +28,9 @@ if TYPE_CHECKING:
 #: Put between the stored output and the preview in the return value of a truncated stream.
 TRUNCATION_MARKER = "\n[... the server did not keep the output past this point; the end of the output follows ...]\n"
 _REPLACEMENT = "\ufffd"
+#: Characters of a line without its newline yet that are held back before it is written as it is.
+#: Not the page size: small log pages (``log_page_bytes``) must not split ordinary lines in the log.
+MAX_HELD_LINE = 65536
 
 
 def _size(text: str) -> int:
@@ -115,7 +121,7 @@ class OutputCapture:
         self.start_offset = offset
         self.total_size = 0
         self.emit = emit
-        self.writer = LineWriter(stream, log, page_size)
+        self.writer = LineWriter(stream, log, max(page_size, MAX_HELD_LINE))
         self.kept: deque[tuple[str, int]] = deque()  # (text, bytes) chunks of the end of the output
         self.kept_bytes = 0
         self.capped = False
@@ -126,16 +132,24 @@ class OutputCapture:
         """
         Keep the last ``cap`` bytes before ``offset`` without logging them (a trigger logged them).
 
-        Three bytes more than ``cap`` are read: a read that starts inside a character sees U+FFFD
-        for its cut bytes, and ``result`` drops what lies before the last ``cap`` bytes anyway.
+        One page that ENDS at ``offset`` (a character boundary) is read, three bytes longer than
+        ``cap``: where it starts inside a character the server shows U+FFFD for the cut bytes, and
+        ``result`` drops everything before the last ``cap`` bytes anyway. (A cap too large for one
+        page reads the stream from its start, keeping only the end.)
         """
-        if self.offset == 0 or self.cap == 0:
+        if self.offset == 0:
             return
-        start = max(0, self.offset - self.cap - 3)
-        for chunk in hook.iter_log(job_id, self.stream, start, page_size=self.page_size, max_bytes=self.offset - start):
-            self._keep(chunk.text)
-            del chunk
-        self.capped = self.capped or start > 0
+        if self.cap == 0:
+            self.capped = True  # there was output, and none of it is kept
+            return
+        span = min(self.offset, self.cap + 3)
+        if span <= MAX_LOG_PAGE_BYTES:
+            self._keep(hook.get_log_page(job_id, self.stream, self.offset - span, span).data)
+        else:
+            for chunk in hook.iter_log(job_id, self.stream, 0, page_size=self.page_size, max_bytes=self.offset):
+                self._keep(chunk.text)
+                del chunk
+        self.capped = self.capped or span < self.offset
 
     def pump(self, hook: ScriptRunnerHook, job_id: str, *, complete: bool, max_bytes: int | None = None) -> None:
         """Read what is new since the last call (at most ``max_bytes``) into the task log."""
@@ -207,7 +221,7 @@ class AsyncStreamFollower:
         self.log = log
         self.page_size = page_size
         self.offset = offset
-        self.writer = LineWriter(stream, log, page_size)
+        self.writer = LineWriter(stream, log, max(page_size, MAX_HELD_LINE))
         self.truncation_warned = False
 
     @property
@@ -221,8 +235,6 @@ class AsyncStreamFollower:
             if chunk.truncated:
                 self.warn_truncated(job_id, chunk.total_size)
             del chunk
-        if complete:
-            self.writer.flush()
 
     def warn_truncated(self, job_id: str, size: int) -> None:
         if not self.truncation_warned:

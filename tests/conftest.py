@@ -84,28 +84,37 @@ def job_body(job_id: str = "job_1_1", status: str = "running", **overrides):
     return {"ok": True, **job.to_dict(), **overrides}
 
 
+def log_page(streams: dict[str, bytes], stream: str, offset: int, limit: int, job_id: str, truncated: bool = False) -> dict:
+    """A log page of byte blobs exactly as script-runner pages them (U+FFFD where a page cuts a character)."""
+    blob = streams[stream]
+    end = min(len(blob), offset + limit) if offset < len(blob) else offset
+    return {
+        "ok": True,
+        "jobId": job_id,
+        "stream": stream,
+        "offset": offset,
+        "nextOffset": end,
+        "totalSize": len(blob),
+        "truncated": truncated,
+        "data": blob[offset:end].decode("utf-8", errors="replace"),
+    }
+
+
 def log_page_callback(streams: dict[str, bytes], truncated: bool = False):
     """A requests-mock callback that pages byte blobs exactly as script-runner does."""
     from urllib.parse import parse_qs, urlsplit
 
     def callback(request, context):
         query = parse_qs(urlsplit(request.url).query)
-        stream = query["stream"][0]
-        offset = int(query.get("offset", ["0"])[0])
-        limit = int(query.get("limit", ["65536"])[0])
-        blob = streams[stream]
-        end = min(len(blob), offset + limit) if offset < len(blob) else offset
         context.status_code = 200
-        return {
-            "ok": True,
-            "jobId": request.path.split("/")[2],
-            "stream": stream,
-            "offset": offset,
-            "nextOffset": end,
-            "totalSize": len(blob),
-            "truncated": truncated,
-            "data": blob[offset:end].decode("utf-8", errors="replace"),
-        }
+        return log_page(
+            streams,
+            query["stream"][0],
+            int(query.get("offset", ["0"])[0]),
+            int(query.get("limit", ["65536"])[0]),
+            request.path.split("/")[2],
+            truncated,
+        )
 
     return callback
 

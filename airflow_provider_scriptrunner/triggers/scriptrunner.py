@@ -210,8 +210,10 @@ class ScriptRunnerJobTrigger(BaseTrigger):
     async def _pump(self, job: ScriptRunnerJob) -> None:
         """Log what each stream gained since the last poll (all of it once the job has ended)."""
         for stream, follower in self._followers.items():
-            if getattr(job, f"{stream}_size") > follower.offset or job.is_terminal:
+            if getattr(job, f"{stream}_size") > follower.offset:
                 await follower.pump(self.hook, self.job_id, complete=job.is_terminal)
+            if job.is_terminal:
+                follower.writer.flush()
             if getattr(job, f"{stream}_truncated"):
                 follower.warn_truncated(self.job_id, getattr(job, f"{stream}_size"))
 

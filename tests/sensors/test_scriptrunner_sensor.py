@@ -413,3 +413,70 @@ def test_explicit_deferrable_beats_config(monkeypatch):
     assert ScriptRunnerJobSensor(task_id="t", job_id=JOB, deferrable=False).deferrable is False
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "false")
     assert ScriptRunnerJobSensor(task_id="t", job_id=JOB, deferrable=True).deferrable is True
+
+
+# --------------------------------------------------------------------------------------------
+# Limits while deferred, and following the job's output
+
+
+def test_deferred_deadline_is_the_earlier_of_timeout_and_execution_timeout_from_the_try_start(conn, requests_mock):
+    from datetime import datetime, timezone
+
+    requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
+    start = datetime.now(timezone.utc) - timedelta(seconds=5)
+    sensor = make_sensor(deferrable=True, timeout=600, execution_timeout=timedelta(seconds=30))
+    with pytest.raises(TaskDeferred) as excinfo:
+        sensor.execute({"ti": SimpleNamespace(start_date=start)})
+    trigger = excinfo.value.trigger
+    assert trigger.end_time == pytest.approx(start.timestamp() + 30)
+    assert trigger.end_limit == "execution_timeout=30 s"
+    assert (trigger.cancel_on_kill, trigger.cancel_on_timeout) == (False, False)
+
+
+def test_execute_complete_execution_timeout_raises_task_timeout(conn):
+    from airflow_provider_scriptrunner._compat import AirflowTaskTimeout
+
+    event = _event("timeout", job_body(JOB, "running"), limit="execution_timeout", message=f"job {JOB} did not finish within execution_timeout=30 s")
+    with pytest.raises(AirflowTaskTimeout, match="execution_timeout=30 s.*the sensor only watches"):
+        make_sensor().execute_complete({}, event)
+
+
+def test_stream_logs_is_off_by_default(conn, requests_mock, task_log):
+    requests_mock.get(JOB_URL, json=job_body(JOB, "succeeded", stdoutSize=3))
+    make_sensor().poke({})
+    assert not [r for r in requests_mock.request_history if r.path.endswith("/logs")]
+
+
+def test_poke_mode_follows_the_output_live(conn, requests_mock, task_log):
+    from tests.conftest import log_page_callback
+
+    requests_mock.get(JOB_URL, [{"json": job_body(JOB, "running", stdoutSize=4)}, {"json": job_body(JOB, "succeeded", stdoutSize=8)}])
+    sensor = make_sensor(stream_logs=True, mode="poke")
+    requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"one\n"}))  # written so far
+    assert sensor.poke({}).is_done is False
+    assert "[stdout] one" in task_log.text and "[stdout] two" not in task_log.text
+    requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"one\ntwo\n"}))
+    assert sensor.poke({}).is_done is True
+    assert task_log.text.count("[stdout] one") == 1 and task_log.text.count("[stdout] two") == 1
+
+
+def test_reschedule_mode_writes_the_output_once_when_the_job_ended(conn, requests_mock, task_log):
+    from tests.conftest import log_page_callback
+
+    requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"one\ntwo\n"}))
+    requests_mock.get(JOB_URL, [{"json": job_body(JOB, "running", stdoutSize=4)}, {"json": job_body(JOB, "succeeded", stdoutSize=8)}])
+    # Each reschedule poke is a new process (a new sensor): only the one that sees the end logs.
+    make_sensor(stream_logs=True, mode="reschedule").poke({})
+    assert "[stdout]" not in task_log.text
+    make_sensor(stream_logs=True, mode="reschedule").poke({})
+    assert task_log.text.count("[stdout] one") == 1 and task_log.text.count("[stdout] two") == 1
+
+
+def test_execute_complete_logs_only_what_the_trigger_did_not(conn, requests_mock, task_log):
+    from tests.conftest import log_page_callback
+
+    requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"seen\nnew\n", "stderr": b""}))
+    event = _event("success", job_body(JOB, "succeeded", stdoutSize=9), log_offsets={"stdout": 5, "stderr": 0})
+    assert make_sensor(stream_logs=True).execute_complete({}, event)["status"] == "succeeded"
+    assert "[stdout] new" in task_log.text and "[stdout] seen" not in task_log.text
+    assert_never_canceled(requests_mock)

@@ -1,0 +1,195 @@
+"""The job's output in the task log and the return value: lines, the kept end, priming, truncation."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
+from airflow_provider_scriptrunner.models import ScriptRunnerJob
+from airflow_provider_scriptrunner.output import TRUNCATION_MARKER, LineWriter, OutputCapture
+from tests.conftest import BASE_URL, job_body, log_page_callback, mixed_text
+
+JOB = "job_5_1"
+
+
+class ListLog:
+    """A logger that keeps what it was given: (level, formatted message)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str]] = []
+
+    def _add(self, level, message, *args):
+        self.records.append((level, message % args if args else message))
+
+    def info(self, message, *args):
+        self._add("info", message, *args)
+
+    def warning(self, message, *args):
+        self._add("warning", message, *args)
+
+    @property
+    def lines(self) -> list[str]:
+        return [m for level, m in self.records if level == "info" and m.startswith("[")]
+
+    def text(self, level: str) -> str:
+        return "\n".join(m for lv, m in self.records if lv == level)
+
+
+def serve(requests_mock, stdout: bytes, stderr: bytes = b"", truncated: bool = False) -> None:
+    requests_mock.get(f"{BASE_URL}/jobs/{JOB}/logs", json=log_page_callback({"stdout": stdout, "stderr": stderr}, truncated))
+
+
+def finished(**fields) -> ScriptRunnerJob:
+    return ScriptRunnerJob.from_api(job_body(JOB, "succeeded", **fields))
+
+
+# -- LineWriter ----------------------------------------------------------------------------------
+
+
+def test_lines_are_written_whole_across_writes():
+    log = ListLog()
+    writer = LineWriter("stdout", log, max_partial=100)
+    writer.write("one\ntw")
+    assert log.lines == ["[stdout] one"]
+    writer.write("o\nthr")
+    writer.write("ee")
+    assert log.lines == ["[stdout] one", "[stdout] two"]
+    writer.flush()
+    assert log.lines == ["[stdout] one", "[stdout] two", "[stdout] three"]
+
+
+def test_pending_bytes_count_the_held_line_in_utf8():
+    writer = LineWriter("stderr", ListLog(), max_partial=100)
+    writer.write("done\nhalf é中")
+    assert writer.pending_bytes == len("half é中".encode())
+    writer.write("\n")
+    assert writer.pending_bytes == 0
+
+
+def test_a_line_longer_than_a_page_is_written_in_pieces():
+    log = ListLog()
+    writer = LineWriter("stdout", log, max_partial=8)
+    writer.write("x" * 20)
+    assert log.lines == ["[stdout] " + "x" * 20]  # bounded: not held past max_partial
+    assert writer.pending_bytes == 0
+
+
+def test_empty_lines_are_kept():
+    log = ListLog()
+    LineWriter("stdout", log, 10).write("a\n\nb\n")
+    assert log.lines == ["[stdout] a", "[stdout] ", "[stdout] b"]
+
+
+# -- OutputCapture: priming after a trigger ------------------------------------------------------
+
+
+def full_capture(requests_mock, blob: bytes, cap: int, page: int) -> tuple[str, bool]:
+    capture = OutputCapture("stdout", cap, page, ListLog())
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    capture.finish(finished(stdoutSize=len(blob)))
+    return capture.result()
+
+
+@pytest.mark.parametrize("cap", [0, 1, 5, 64, 1000, 5000, 2 * 1048576])
+def test_prime_then_rest_gives_the_same_result_as_one_capture(conn, requests_mock, cap):
+    # A trigger logged [0, offset); execute_complete primes the kept end from there and reads on.
+    blob = mixed_text(3000)
+    serve(requests_mock, blob)
+    expected = full_capture(requests_mock, blob, cap, page=97)
+    text = blob.decode()
+    for chars in range(0, len(text) + 1, 37):
+        offset = len(text[:chars].encode())  # trigger offsets are character boundaries
+        log = ListLog()
+        capture = OutputCapture("stdout", cap, 97, log, offset)
+        capture.prime(ScriptRunnerHook(), JOB)
+        assert log.records == []  # priming never logs: the trigger did
+        capture.pump(ScriptRunnerHook(), JOB, complete=True)
+        capture.finish(finished(stdoutSize=len(blob)))
+        assert capture.result() == expected, f"cap={cap} offset={offset}"
+        assert "".join(m[len("[stdout] ") :] + "\n" for m in log.lines).rstrip("\n") == text[chars:].rstrip("\n") or not text[chars:]
+
+
+def test_prime_reads_only_the_end_it_needs(conn, requests_mock):
+    blob = b"a" * 100_000
+    serve(requests_mock, blob)
+    capture = OutputCapture("stdout", 100, 65536, ListLog(), offset=len(blob))
+    capture.prime(ScriptRunnerHook(), JOB)
+    (request,) = requests_mock.request_history
+    assert (request.qs["offset"], request.qs["limit"]) == ([str(len(blob) - 103)], ["103"])
+    assert capture.result() == ("a" * 100, True)
+
+
+# -- OutputCapture: the true end of truncated output ---------------------------------------------
+
+
+def test_a_truncated_stream_ends_with_its_preview(conn, requests_mock):
+    stored = b"line 1\nline 2\nline 3 (cut by the server"
+    serve(requests_mock, stored, truncated=True)
+    log = ListLog()
+    capture = OutputCapture("stdout", 1000, 65536, log)
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    job = finished(stdoutSize=len(stored), stdoutTruncated=True, stdoutPreview="\ufffdnd of it\nlast line\n")
+    capture.finish(job)
+
+    text, truncated = capture.result()
+    assert truncated is True
+    assert text == stored.decode() + TRUNCATION_MARKER + "nd of it\nlast line\n"  # cut character dropped
+    warnings = log.text("warning")
+    assert warnings.count("truncated stdout") == 1 and f"at {len(stored)} bytes" in warnings
+    assert log.lines[-2:] == ["[stdout] nd of it", "[stdout] last line"]
+    assert "End of stdout past the truncation" in log.text("info")
+
+
+def test_truncation_already_reported_by_the_trigger_is_not_reported_again(conn, requests_mock):
+    serve(requests_mock, b"x\n", truncated=True)
+    log = ListLog()
+    capture = OutputCapture("stdout", 100, 64, log, truncation_warned=True)
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    capture.finish(finished(stdoutSize=2, stdoutTruncated=True, stdoutPreview="tail\n"))
+    assert log.text("warning") == ""
+    assert log.lines == ["[stdout] x", "[stdout] tail"]
+
+
+def test_the_end_past_truncation_is_capped_like_the_rest(conn, requests_mock):
+    serve(requests_mock, b"s" * 50, truncated=True)
+    capture = OutputCapture("stdout", 10, 64, ListLog())
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    capture.finish(finished(stdoutSize=50, stdoutTruncated=True, stdoutPreview="0123456789END"))
+    assert capture.result() == ("3456789END", True)
+
+
+def test_no_preview_no_tail(conn, requests_mock):
+    serve(requests_mock, b"abc", truncated=True)
+    capture = OutputCapture("stdout", 100, 64, ListLog())
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    capture.finish(finished(stdoutSize=3, stdoutTruncated=True))
+    assert capture.result() == ("abc", True)
+
+
+def test_an_untruncated_stream_ignores_the_preview(conn, requests_mock):
+    serve(requests_mock, b"all of it\n")
+    capture = OutputCapture("stdout", 100, 64, ListLog())
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    capture.finish(finished(stdoutSize=10, stdoutPreview="all of it\n"))
+    assert capture.result() == ("all of it\n", False)
+
+
+def test_emit_false_keeps_without_logging(conn, requests_mock, caplog):
+    serve(requests_mock, b"quiet\n")
+    log = ListLog()
+    capture = OutputCapture("stdout", 100, 64, log, emit=False)
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    capture.finish(finished(stdoutSize=6))
+    assert log.records == [] and capture.result() == ("quiet\n", False)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_prime_with_a_cap_larger_than_a_page_reads_from_the_start(conn, requests_mock):
+    blob = b"ab\n" * 400_000  # 1.2 MB: the kept end cannot come in one page ending at the offset
+    serve(requests_mock, blob)
+    capture = OutputCapture("stdout", 2 * 1048576, 1048576, ListLog(), offset=len(blob))
+    capture.prime(ScriptRunnerHook(), JOB)
+    assert requests_mock.request_history[0].qs["offset"] == ["0"]
+    assert capture.result() == (blob.decode(), False)

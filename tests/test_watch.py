@@ -1,0 +1,140 @@
+"""The limits a job is held to: the task deadline arithmetic and idle (stall) detection."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_provider_scriptrunner.models import ScriptRunnerJob
+from airflow_provider_scriptrunner.watch import Deadline, IdleWatch, next_wake, seconds, task_deadline
+from tests.conftest import job_body
+
+NOW = 1_800_000_100.0
+START = datetime.fromtimestamp(1_800_000_000, tz=timezone.utc)  # the try started 100 s before NOW
+
+
+def job(status="running", **fields) -> ScriptRunnerJob:
+    return ScriptRunnerJob.from_api(job_body("job_1_1", status, **fields))
+
+
+# -- task_deadline -------------------------------------------------------------------------------
+
+
+def test_no_limit_no_deadline():
+    assert task_deadline(START, None, None, NOW) is None
+
+
+def test_timeout_counts_from_the_try_start_not_from_now():
+    # Time spent before the wait (submitting, reattaching) counts.
+    assert task_deadline(START, 300, None, NOW) == Deadline(1_800_000_300.0, "timeout", 300.0)
+
+
+def test_execution_timeout_counts_from_the_try_start():
+    assert task_deadline(START, None, timedelta(seconds=20), NOW) == Deadline(1_800_000_020.0, "execution_timeout", 20.0)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "execution_timeout", "expected"),
+    [
+        (30, timedelta(seconds=20), Deadline(1_800_000_020.0, "execution_timeout", 20.0)),
+        (10, timedelta(seconds=20), Deadline(1_800_000_010.0, "timeout", 10.0)),
+        (20, timedelta(seconds=20), Deadline(1_800_000_020.0, "timeout", 20.0)),  # a tie names timeout
+        (timedelta(minutes=1), None, Deadline(1_800_000_060.0, "timeout", 60.0)),
+    ],
+)
+def test_the_earliest_limit_wins_and_is_named(timeout, execution_timeout, expected):
+    assert task_deadline(START, timeout, execution_timeout, NOW) == expected
+
+
+def test_without_a_start_date_now_is_the_start():
+    assert task_deadline(None, 5, None, NOW).at == NOW + 5
+
+
+def test_epoch_start_is_accepted():
+    assert task_deadline(1_800_000_000.0, None, 20.0, NOW).at == 1_800_000_020.0
+
+
+def test_a_deadline_in_the_past_is_kept_as_is():
+    # A try that started long ago is already late: the caller cancels at once.
+    assert task_deadline(START, 50, None, NOW).at < NOW
+
+
+def test_describe_names_the_limit_and_its_value():
+    assert Deadline(1.0, "execution_timeout", 20.0).describe() == "execution_timeout=20 s"
+    assert Deadline(1.0, "timeout", 1.5).describe() == "timeout=1.5 s"
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "10", float("inf"), timedelta(0)])
+def test_bad_limits_are_refused_with_their_name(bad):
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        seconds("timeout", bad)
+
+
+# -- IdleWatch -----------------------------------------------------------------------------------
+
+
+def test_off_by_default():
+    watch = IdleWatch(None)
+    assert watch.observe(job(), NOW) is None and watch.observe(job(), NOW + 10**6) is None
+    assert watch.due() is None
+
+
+def test_a_running_job_without_output_growth_stalls():
+    watch = IdleWatch(30)
+    assert watch.observe(job(stdoutSize=5), NOW) is None
+    assert watch.due() == NOW + 30
+    assert watch.observe(job(stdoutSize=5), NOW + 29) is None
+    assert watch.observe(job(stdoutSize=5), NOW + 30) == "stalled"
+
+
+@pytest.mark.parametrize("grown", [{"stdoutSize": 6}, {"stderrSize": 1}])
+def test_growth_of_either_stream_restarts_the_clock(grown):
+    watch = IdleWatch(30)
+    watch.observe(job(stdoutSize=5), NOW)
+    assert watch.observe(job(**{"stdoutSize": 5, **grown}), NOW + 25) is None
+    assert watch.observe(job(**{"stdoutSize": 5, **grown}), NOW + 50) is None
+    assert watch.observe(job(**{"stdoutSize": 5, **grown}), NOW + 55) == "stalled"
+
+
+def test_queued_time_does_not_count():
+    watch = IdleWatch(30)
+    assert watch.observe(job("queued"), NOW) is None
+    assert watch.observe(job("queued"), NOW + 1000) is None
+    assert watch.due() is None
+    assert watch.observe(job("running"), NOW + 1000) is None  # the clock starts when it runs
+    assert watch.observe(job("running"), NOW + 1029) is None
+    assert watch.observe(job("running"), NOW + 1030) == "stalled"
+
+
+def test_state_carried_across_the_trigger_boundary():
+    watch = IdleWatch(30)
+    watch.observe(job(stdoutSize=5, stderrSize=2), NOW)
+    state = watch.state()
+    assert state == {"idle_sizes": [5, 2], "idle_since": NOW}
+    resumed = IdleWatch(30, tuple(state["idle_sizes"]), state["idle_since"])
+    assert resumed.observe(job(stdoutSize=5, stderrSize=2), NOW + 30) == "stalled"  # not restarted by the deferral
+    fresh = IdleWatch(30, tuple(state["idle_sizes"]), state["idle_since"])
+    assert fresh.observe(job(stdoutSize=6, stderrSize=2), NOW + 30) is None  # it grew meanwhile
+
+
+@pytest.mark.parametrize("truncated", ["stdoutTruncated", "stderrTruncated"])
+def test_a_truncated_stream_turns_idle_detection_off_once(truncated):
+    watch = IdleWatch(30)
+    watch.observe(job(stdoutSize=5), NOW)
+    assert watch.observe(job(stdoutSize=5, **{truncated: True}), NOW + 10) == "disabled"
+    # Never a false stall afterwards, and only one "disabled" for the warning.
+    assert watch.observe(job(stdoutSize=5, **{truncated: True}), NOW + 1000) is None
+    assert watch.due() is None
+    assert "idle_timeout is off" in watch.disabled_message("job_1_1")
+
+
+def test_stall_message_says_no_output_for_n_seconds():
+    assert "no output for 30 s" in IdleWatch(30).stall_message("job_1_1")
+
+
+def test_next_wake_stops_at_the_first_due_moment():
+    assert next_wake(NOW, 10, None, None) == 10
+    assert next_wake(NOW, 10, NOW + 3, None) == 3
+    assert next_wake(NOW, 10, NOW + 30, NOW + 4) == 4
+    assert next_wake(NOW, 10, NOW - 5) == 0.0
