@@ -16,6 +16,11 @@ from airflow_provider_scriptrunner.output import TRUNCATION_MARKER
 from tests.conftest import BASE_URL, job_body, mixed_text
 from tests.operators.test_scriptrunner_operators import JOB, FakeStore, make_context, mock_run, posts, run_op
 
+try:  # where BaseOperator.resume_execution takes them from: Airflow 3.2+, then 3.1
+    from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
+except ImportError:
+    from airflow.exceptions import TaskDeferralError, TaskDeferralTimeout
+
 NOW = 1_800_000_000.0
 
 
@@ -180,8 +185,6 @@ def test_deferred_result_of_a_truncated_stream_ends_with_the_preview(conn, reque
 
 @pytest.mark.parametrize(("status", "cancelled"), [("running", 1), ("succeeded", 0)])
 def test_resume_after_airflow_ended_the_deferral_cancels_a_live_job(conn, requests_mock, status, cancelled):
-    from airflow.sdk.exceptions import TaskDeferralTimeout
-
     requests_mock.get(f"{BASE_URL}/jobs/{JOB}", json=job_body(JOB, status))
     requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", json=job_body(JOB, "running"))
     context = make_context(FakeStore(scriptrunner_job_id=JOB))
@@ -191,8 +194,6 @@ def test_resume_after_airflow_ended_the_deferral_cancels_a_live_job(conn, reques
 
 
 def test_resume_after_airflow_ended_the_deferral_respects_cancel_on_kill(conn, requests_mock):
-    from airflow.sdk.exceptions import TaskDeferralError
-
     context = make_context(FakeStore(scriptrunner_job_id=JOB))
     with pytest.raises(TaskDeferralError):
         run_op(deferrable=True, cancel_on_kill=False).resume_execution("__fail__", {"error": "Trigger failure"}, context)
@@ -200,8 +201,6 @@ def test_resume_after_airflow_ended_the_deferral_respects_cancel_on_kill(conn, r
 
 
 def test_resume_finds_the_job_in_xcom_without_a_store(conn, requests_mock):
-    from airflow.sdk.exceptions import TaskDeferralTimeout
-
     requests_mock.get(f"{BASE_URL}/jobs/{JOB}", json=job_body(JOB, "running"))
     requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", json=job_body(JOB, "running"))
     context = make_context()
