@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_scriptrunner.constants import DEFAULT_PORT, DEFAULT_RETRIES, DEFAULT_TIMEOUT, TRANSIENT_STATUS_CODES
+
+#: The one version source: pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 PACKAGE_NAME = "airflow-provider-scriptrunner"
@@ -20,13 +23,13 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
     "placeholders": {
         "host": "localhost, or https://proxy.example/script-runner",
-        "port": "8080",
+        "port": str(DEFAULT_PORT),
         "login": "only for HTTP Basic behind a proxy",
         "password": "sent as 'Authorization: Bearer <token>' when Login is empty",
-        "timeout": "30",
+        "timeout": f"{DEFAULT_TIMEOUT:g}",
         "ca_bundle": "/etc/ssl/certs/internal-ca.pem",
         "headers": '{"X-Team": "data"}',
-        "retries": "3",
+        "retries": str(DEFAULT_RETRIES),
     },
 }
 
@@ -34,8 +37,8 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "timeout": {
         "label": "Request timeout (seconds)",
-        "description": "Seconds to wait for each HTTP response (default 30).",
-        "schema": {"type": ["number", "null"], "default": 30, "minimum": 0},
+        "description": f"Seconds to wait for each HTTP response (default {DEFAULT_TIMEOUT:g}).",
+        "schema": {"type": ["number", "null"], "default": DEFAULT_TIMEOUT, "minimum": 0},
     },
     "verify_ssl": {
         "label": "Verify TLS certificate",
@@ -54,8 +57,11 @@ CONN_FIELDS: dict[str, Any] = {
     },
     "retries": {
         "label": "Retry attempts for transient errors",
-        "description": "Extra attempts after connect errors, timeouts, 429, 502, 503, 504 (default 3).",
-        "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0},
+        "description": (
+            f"Extra attempts after connect errors, timeouts, {', '.join(map(str, sorted(TRANSIENT_STATUS_CODES)))} "
+            f"(default {DEFAULT_RETRIES})."
+        ),
+        "schema": {"type": ["integer", "null"], "default": DEFAULT_RETRIES, "minimum": 0},
     },
 }
 

@@ -7,19 +7,15 @@ fails with a clear message, and callers branch on attributes (``status_code``, `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow.sdk.exceptions import AirflowException
 
 if TYPE_CHECKING:
     from airflow_provider_scriptrunner.models import ScriptRunnerJob
 
-# Server error codes, as documented by the script-runner API.
-SCRIPT_NOT_FOUND = "SCRIPT_NOT_FOUND"
-INVALID_ARGS = "INVALID_ARGS"
+#: The server's error code for an unknown job id (the one code the provider branches on).
 JOB_NOT_FOUND = "JOB_NOT_FOUND"
-NOT_FOUND = "NOT_FOUND"
-INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class ScriptRunnerError(AirflowException):
@@ -117,8 +113,7 @@ class ScriptRunnerJobError(ScriptRunnerError):
     :param reason: why the task fails, in words.
     """
 
-    def __init__(self, reason: str, job: ScriptRunnerJob | None = None, **extra: Any) -> None:
+    def __init__(self, reason: str, job: ScriptRunnerJob | None = None) -> None:
         self.reason = reason
         self.job = job
-        self.extra = extra
         super().__init__(reason)

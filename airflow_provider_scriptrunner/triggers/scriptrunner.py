@@ -13,10 +13,8 @@ from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRu
 from airflow_provider_scriptrunner.hooks.scriptrunner import (
     DEFAULT_CONN_ID,
     DEFAULT_LOG_PAGE_BYTES,
-    ENDPOINTS,
     LOG_STREAMS,
     ScriptRunnerAsyncHook,
-    is_transient,
     validate_job_id,
 )
 from airflow_provider_scriptrunner.models import (
@@ -29,6 +27,7 @@ from airflow_provider_scriptrunner.models import (
 )
 from airflow_provider_scriptrunner.outcome import judge_job
 from airflow_provider_scriptrunner.output import AsyncStreamFollower
+from airflow_provider_scriptrunner.transport import JOB, is_transient
 from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, IdleWatch, next_wake
 
 #: Longest pause between polls while the server keeps failing.
@@ -185,7 +184,7 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                 message = f"job {self.job_id} is unknown to the server (JOB_NOT_FOUND): {err.message}"
                 return self._event(EVENT_ERROR, message, job, error_code=err.error_code)
             except ScriptRunnerError as err:
-                if not is_transient(err, ENDPOINTS["job"]):
+                if not is_transient(err, JOB):
                     # Rejected credentials, a wrong URL, a bad connection: waiting will not help.
                     message = f"cannot follow job {self.job_id}: {err}"
                     return self._event(EVENT_ERROR, message, job, error_code=getattr(err, "error_code", None))

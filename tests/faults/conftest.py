@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import tenacity
 
-from airflow_provider_scriptrunner.hooks import scriptrunner as hook_module
+from airflow_provider_scriptrunner import transport
 from airflow_provider_scriptrunner.testing.harness import ScriptRunnerServerProcess, process_alive
 from tests.faults.proxy import FaultProxy
 
 #: The backoff the hook really uses, captured before the root conftest's ``fast_retries`` swaps it out.
-REAL_RETRY_WAIT = hook_module.RETRY_WAIT
+REAL_RETRY_WAIT = transport.RETRY_WAIT
 #: The API token configured on every connection of this suite; it must never show up in output.
 TOKEN = "fault-suite-TOKEN-7f3a9c1e5b"
 TOKEN_FORMS = (TOKEN, base64.b64encode(TOKEN.encode()).decode(), f"Bearer {TOKEN}")
@@ -241,7 +241,7 @@ class RecordingWait(tenacity.wait.wait_base):
 @pytest.fixture(autouse=True)
 def retry_waits(monkeypatch: pytest.MonkeyPatch) -> RecordingWait:
     wait = RecordingWait()
-    monkeypatch.setattr(hook_module, "RETRY_WAIT", wait)
+    monkeypatch.setattr(transport, "RETRY_WAIT", wait)
     return wait
 
 

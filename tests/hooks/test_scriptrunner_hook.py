@@ -254,10 +254,10 @@ def test_bad_job_ids_fail_before_any_request(conn, requests_mock, job_id, error)
     ("kwargs", "error", "match"),
     [
         ({"stream": "both"}, ValueError, "stream must be 'stdout' or 'stderr'"),
-        ({"offset": -1}, ValueError, "offset must be >= 0"),
-        ({"offset": "0"}, TypeError, "offset must be an integer"),
-        ({"limit": 0}, ValueError, "limit must be between 1 and"),
-        ({"limit": 2_000_000}, ValueError, "limit must be between 1 and"),
+        ({"offset": -1}, ValueError, "offset must be a byte offset >= 0, got -1"),
+        ({"offset": "0"}, TypeError, "offset must be a byte offset >= 0, got str"),
+        ({"limit": 0}, ValueError, "limit must be a number of bytes between 1 and 1048576, got 0"),
+        ({"limit": 2_000_000}, ValueError, "limit must be a number of bytes between 1 and 1048576, got 2000000"),
     ],
 )
 def test_bad_log_arguments_fail_before_any_request(conn, requests_mock, kwargs, error, match):
@@ -480,7 +480,7 @@ def test_iter_log_keeps_invalid_bytes_as_the_server_gives_them(conn, requests_mo
 
 
 def test_iter_log_rejects_a_page_size_too_small_for_a_character(conn, requests_mock):
-    with pytest.raises(ValueError, match="page_size must be between 4"):
+    with pytest.raises(ValueError, match="page_size must be a number of bytes between 4 and 1048576, got 3"):
         list(ScriptRunnerHook().iter_log("j", page_size=3))
     assert requests_mock.call_count == 0
 
