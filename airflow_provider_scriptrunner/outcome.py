@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from airflow_provider_scriptrunner.models import JobStatus, ScriptRunnerJob
+from airflow_provider_scriptrunner.validation import skip_codes
 
 #: How much of the end of stderr a failure message quotes.
 STDERR_TAIL_CHARS = 2000
@@ -30,29 +31,12 @@ class Outcome:
     message: str
 
 
-def normalize_skip_codes(skip_on_exit_code: int | Iterable[int] | None) -> frozenset[int]:
-    """Accept an int, an iterable of ints, or None (as BashOperator does)."""
-    if skip_on_exit_code is None:
-        return frozenset()
-    if isinstance(skip_on_exit_code, bool):
-        raise TypeError("skip_on_exit_code must be an int or a list of ints, not a bool")
-    if isinstance(skip_on_exit_code, int):
-        return frozenset({skip_on_exit_code})
-    try:
-        codes = frozenset(skip_on_exit_code)
-    except TypeError:
-        raise TypeError(f"skip_on_exit_code must be an int or a list of ints, got {skip_on_exit_code!r}") from None
-    if not all(isinstance(code, int) and not isinstance(code, bool) for code in codes):
-        raise TypeError(f"skip_on_exit_code must contain only ints, got {sorted(codes, key=str)!r}")
-    return codes
-
-
 def stderr_tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
     text = text.rstrip()
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def judge_job(job: ScriptRunnerJob, skip_on_exit_code: Iterable[int] = (), stderr: str | None = None) -> Outcome:
+def judge_job(job: ScriptRunnerJob, skip_on_exit_code: int | Iterable[int] | None = None, stderr: str | None = None) -> Outcome:
     """
     Decide what a terminal job means for the task.
 
@@ -62,7 +46,7 @@ def judge_job(job: ScriptRunnerJob, skip_on_exit_code: Iterable[int] = (), stder
     """
     name = f"script {job.script_id!r} (job {job.job_id})" if job.script_id else f"job {job.job_id}"
     code = job.exit_code
-    if code is not None and code != -1 and code in set(skip_on_exit_code):
+    if code is not None and code != -1 and code in skip_codes(skip_on_exit_code):
         return Outcome(Verdict.SKIP, f"{name} exited with code {code}, which is in skip_on_exit_code: skipping")
     if job.status is JobStatus.SUCCEEDED:
         return Outcome(Verdict.SUCCESS, f"{name} succeeded")

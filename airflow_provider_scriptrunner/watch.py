@@ -17,21 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_provider_scriptrunner.models import JobStatus, ScriptRunnerJob
+from airflow_provider_scriptrunner.validation import positive_seconds
 
 TIMEOUT = "timeout"
 EXECUTION_TIMEOUT = "execution_timeout"
 IDLE_TIMEOUT = "idle_timeout"
-
-
-def seconds(name: str, value: Any) -> float | None:
-    """``value`` (seconds or a timedelta) as float seconds > 0, or None; anything else is an error."""
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a positive number of seconds (or a timedelta), or None, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -73,7 +63,7 @@ def task_deadline(
     begin = _epoch(start, now)
     candidates = [
         Deadline(begin + value, limit, value)
-        for limit, value in ((TIMEOUT, seconds(TIMEOUT, timeout)), (EXECUTION_TIMEOUT, seconds(EXECUTION_TIMEOUT, execution_timeout)))
+        for limit, value in ((TIMEOUT, positive_seconds(TIMEOUT, timeout)), (EXECUTION_TIMEOUT, positive_seconds(EXECUTION_TIMEOUT, execution_timeout)))
         if value is not None
     ]
     return min(candidates, key=lambda d: d.at) if candidates else None
@@ -94,7 +84,7 @@ class IdleWatch:
     """
 
     def __init__(self, idle_timeout: float | None, sizes: tuple[int, int] | None = None, since: float | None = None) -> None:
-        self.idle_timeout = seconds(IDLE_TIMEOUT, idle_timeout)
+        self.idle_timeout = positive_seconds(IDLE_TIMEOUT, idle_timeout)
         self.sizes = tuple(sizes) if sizes is not None else None
         self.since = since
         self.disabled = False

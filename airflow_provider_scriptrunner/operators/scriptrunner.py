@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
+from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner._compat import AirflowSkipException, XCom, default_deferrable
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
 from airflow_provider_scriptrunner.hooks.scriptrunner import (
     DEFAULT_CONN_ID,
     DEFAULT_LOG_PAGE_BYTES,
     LOG_STREAMS,
-    MAX_LOG_PAGE_BYTES,
     ScriptRunnerHook,
     validate_args,
     validate_job_id,
@@ -25,10 +25,10 @@ from airflow_provider_scriptrunner.hooks.scriptrunner import (
 )
 from airflow_provider_scriptrunner.job_store import JobStore
 from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, JobStatus, ScriptRunnerJob
-from airflow_provider_scriptrunner.outcome import Verdict, judge_job, normalize_skip_codes
+from airflow_provider_scriptrunner.outcome import Verdict, judge_job
 from airflow_provider_scriptrunner.output import OutputCapture, truncation_warning
 from airflow_provider_scriptrunner.triggers.scriptrunner import XCOM_OWNER_TRY, ScriptRunnerJobTrigger
-from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, Deadline, IdleWatch, next_wake, seconds, task_deadline
+from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, Deadline, IdleWatch, next_wake, task_deadline
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -55,20 +55,6 @@ class ScriptRunnerJobLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         return XCom.get_value(ti_key=ti_key, key=XCOM_JOB_URL) or ""
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _byte_count(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    # Checked at construction: a bad value would otherwise fail the task only after the script ran.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
-    return value
 
 
 class _ScriptRunnerOperatorBase(BaseOperator):
@@ -162,15 +148,15 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         self.script_id = script_id
         self.args = args
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
-        self.poll_interval = _positive("poll_interval", poll_interval)
-        self.timeout = seconds("timeout", timeout)
-        self.idle_timeout = seconds("idle_timeout", idle_timeout)
-        self.skip_on_exit_code = normalize_skip_codes(skip_on_exit_code)
+        self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
+        self.timeout = validation.positive_seconds("timeout", timeout)
+        self.idle_timeout = validation.positive_seconds("idle_timeout", idle_timeout)
+        self.skip_on_exit_code = validation.skip_codes(skip_on_exit_code)
         self.cancel_on_kill = cancel_on_kill
         self.reattach = reattach
-        self.max_output_bytes = _byte_count("max_output_bytes", max_output_bytes, 0)
+        self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
         self.stream_logs = stream_logs
-        self.log_page_bytes = _byte_count("log_page_bytes", log_page_bytes, 4, MAX_LOG_PAGE_BYTES)
+        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
         self.job_id: str | None = None
         self._killed_during_submit = False
         self._canceled_job: str | None = None
@@ -443,8 +429,8 @@ class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
     def __init__(self, *, job_id: str, wait_timeout: float = 60.0, poll_interval: float = 0.5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.job_id = job_id
-        self.wait_timeout = _positive("wait_timeout", wait_timeout)
-        self.poll_interval = _positive("poll_interval", poll_interval)
+        self.wait_timeout = validation.required_seconds("wait_timeout", wait_timeout)
+        self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
 
     def execute(self, context: Context) -> str:
         job_id = validate_job_id(self.job_id)
@@ -496,16 +482,12 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a byte offset >= 0, got {offset!r}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be a number of bytes >= 1, or None for everything, got {limit!r}")
         self.job_id = job_id
         self.stream = stream
-        self.offset = offset
-        self.limit = limit
-        self.max_output_bytes = _byte_count("max_output_bytes", max_output_bytes, 0)
-        self.log_page_bytes = _byte_count("log_page_bytes", log_page_bytes, 4, MAX_LOG_PAGE_BYTES)
+        self.offset = validation.offset("offset", offset)
+        self.limit = validation.optional_integer("limit", limit, minimum=1, what="a number of bytes (None: everything)")
+        self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
+        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
 
     def execute(self, context: Context) -> dict[str, Any]:
         job_id = validate_job_id(self.job_id)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
+from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner._compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -22,7 +23,6 @@ from airflow_provider_scriptrunner.hooks.scriptrunner import (
     DEFAULT_CONN_ID,
     DEFAULT_LOG_PAGE_BYTES,
     LOG_STREAMS,
-    MAX_LOG_PAGE_BYTES,
     ScriptRunnerHook,
     validate_job_id,
 )
@@ -75,9 +75,7 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
         self.scriptrunner_conn_id = scriptrunner_conn_id
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.stream_logs = stream_logs
-        if isinstance(log_page_bytes, bool) or not isinstance(log_page_bytes, int) or not 4 <= log_page_bytes <= MAX_LOG_PAGE_BYTES:
-            raise ValueError(f"log_page_bytes must be an int between 4 and {MAX_LOG_PAGE_BYTES}, got {log_page_bytes!r}")
-        self.log_page_bytes = log_page_bytes
+        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
         self._output: dict[str, OutputCapture] | None = None
 
     @cached_property

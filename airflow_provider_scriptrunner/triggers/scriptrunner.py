@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobNotFoundError
 from airflow_provider_scriptrunner.hooks.scriptrunner import (
     DEFAULT_CONN_ID,
@@ -38,10 +39,6 @@ XCOM_OWNER_TRY = "scriptrunner_try"
 ENDED_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed", "up_for_retry", "up_for_reschedule"})
 #: How long reading the task's state (through the triggerer's supervisor) may take.
 STATE_READ_TIMEOUT = 60.0
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class ScriptRunnerJobTrigger(BaseTrigger):
@@ -98,28 +95,20 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         # Checked here, in the task, so that a bad value fails the task clearly instead of
         # crashing the trigger later in the triggerer.
         validate_job_id(job_id)
-        if not isinstance(scriptrunner_conn_id, str) or not scriptrunner_conn_id:
-            raise ValueError(f"scriptrunner_conn_id must be a non-empty connection id, got {scriptrunner_conn_id!r}")
-        if not _is_number(poll_interval) or not poll_interval > 0 or poll_interval == float("inf"):
-            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
-        if end_time is not None and (not _is_number(end_time) or end_time != end_time):
-            raise ValueError(f"end_time must be a wall-clock timestamp (epoch seconds) or None, got {end_time!r}")
-        if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int) or max_consecutive_errors < 1:
-            raise ValueError(f"max_consecutive_errors must be an int >= 1, got {max_consecutive_errors!r}")
         offsets = dict(log_offsets or {})
-        if set(offsets) - set(LOG_STREAMS) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in offsets.values()):
+        if set(offsets) - set(LOG_STREAMS):
             raise ValueError(f"log_offsets must map 'stdout'/'stderr' to byte offsets >= 0, got {log_offsets!r}")
+        self.log_offsets = {stream: validation.offset(f"log_offsets[{stream!r}]", offsets.get(stream, 0)) for stream in LOG_STREAMS}
         self.job_id = job_id
-        self.scriptrunner_conn_id = scriptrunner_conn_id
-        self.poll_interval = float(poll_interval)
-        self.end_time = None if end_time is None else float(end_time)
+        self.scriptrunner_conn_id = validation.conn_id(scriptrunner_conn_id)
+        self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
+        self.end_time = validation.timestamp("end_time", end_time)
         self.end_limit = end_limit
         self.cancel_on_kill = bool(cancel_on_kill)
-        self.max_consecutive_errors = int(max_consecutive_errors)
+        self.max_consecutive_errors = validation.integer("max_consecutive_errors", max_consecutive_errors, minimum=1)
         self.cancel_on_timeout = bool(cancel_on_timeout)
         self.stream_logs = bool(stream_logs)
-        self.log_offsets = {stream: offsets.get(stream, 0) for stream in LOG_STREAMS}
-        self.log_page_bytes = log_page_bytes
+        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
         self.idle = IdleWatch(idle_timeout, tuple(idle_sizes) if idle_sizes is not None else None, idle_since)
         self._hook: ScriptRunnerAsyncHook | None = None
         self._followers = {s: AsyncStreamFollower(s, self.log, log_page_bytes, self.log_offsets[s]) for s in LOG_STREAMS}

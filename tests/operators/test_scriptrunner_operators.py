@@ -116,7 +116,7 @@ def test_templated_fields():
     [
         ({"poll_interval": 0}, "poll_interval must be a positive"),
         ({"timeout": -1}, "timeout must be a positive"),
-        ({"max_output_bytes": -1}, "max_output_bytes must be an int"),
+        ({"max_output_bytes": -1}, "max_output_bytes must be a number of bytes >= 0, got -1"),
         ({"skip_on_exit_code": "3"}, "skip_on_exit_code must contain only ints"),
         ({"skip_on_exit_code": True}, "not a bool"),
     ],
