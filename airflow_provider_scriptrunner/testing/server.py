@@ -65,6 +65,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from airflow_provider_scriptrunner.models import TERMINAL_STATUSES as _TERMINAL_JOB_STATUSES
+
 LISTENING_PREFIX = "script-runner listening on "
 RUNNING_PGIDS_FILENAME = "running.pgids"
 #: Exit status when the listening socket cannot be bound because the address is in use
@@ -86,7 +88,8 @@ MODES = ("sync", "async")
 #: On SIGTERM/SIGINT the server gives its scripts this long (or ``killGraceSec``, when shorter) to
 #: exit after SIGTERM before it SIGKILLs their groups, whether or not ``killGraceSec`` is set.
 SHUTDOWN_GRACE_SEC = 2.0
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "canceled"})
+#: The finished statuses, as the server spells them: the provider's own set, defined once in models.
+TERMINAL_STATUSES = frozenset(status.value for status in _TERMINAL_JOB_STATUSES)
 
 
 # --------------------------------------------------------------------------------------------------
