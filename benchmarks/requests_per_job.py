@@ -141,7 +141,7 @@ class LongJobs:
 
 def quick_result(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
     """Worker mode on a 0.1 s script: seconds from ``execute`` to its result (and with the old first poll)."""
-    from airflow_provider_scriptrunner.operators import scriptrunner as ops
+    from airflow_provider_scriptrunner.operators import run_script as ops
     from benchmarks.sync_overhead import OLD_FIRST_POLL_DELAY
 
     log(f"first result of a {QUICK_SECONDS} s script ...")

@@ -53,7 +53,7 @@ def raw_run(url: str) -> Callable[[], float]:
 
 
 def operator_run(conn_id: str, first_poll: float | None = None) -> Callable[[], float]:
-    from airflow_provider_scriptrunner.operators import scriptrunner as ops
+    from airflow_provider_scriptrunner.operators import run_script as ops
 
     def operator() -> float:
         op = ops.ScriptRunnerRunScriptOperator(task_id="bench", script_id="quick", deferrable=False, scriptrunner_conn_id=conn_id)
@@ -74,7 +74,7 @@ def operator_run(conn_id: str, first_poll: float | None = None) -> Callable[[], 
 
 
 def run(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
-    from airflow_provider_scriptrunner.operators import scriptrunner as ops
+    from airflow_provider_scriptrunner.operators import run_script as ops
 
     log("sync-run overhead ...")
     with contextlib.ExitStack() as stack:

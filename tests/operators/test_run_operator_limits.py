@@ -11,7 +11,7 @@ from airflow_provider_scriptrunner import job_store
 from airflow_provider_scriptrunner._compat import TaskDeferred
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobError
 from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
-from airflow_provider_scriptrunner.operators import scriptrunner as ops
+from airflow_provider_scriptrunner.operators import run_script as ops
 from airflow_provider_scriptrunner.output import TRUNCATION_MARKER
 from tests.conftest import BASE_URL, job_body, mixed_text
 from tests.operators.test_scriptrunner_operators import JOB, FakeStore, make_context, mock_run, posts, run_op

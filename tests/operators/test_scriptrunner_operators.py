@@ -12,7 +12,7 @@ from airflow_provider_scriptrunner import _compat
 from airflow_provider_scriptrunner._compat import AirflowSkipException, TaskDeferred
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
 from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
-from airflow_provider_scriptrunner.operators import scriptrunner as ops
+from airflow_provider_scriptrunner.operators import run_script as ops
 from airflow_provider_scriptrunner.operators.scriptrunner import (
     ScriptRunnerCancelJobOperator,
     ScriptRunnerGetJobLogsOperator,
@@ -497,7 +497,7 @@ def test_job_link_reads_the_pushed_url(monkeypatch):
         seen.update(ti_key=ti_key, key=key)
         return JOB_URL
 
-    monkeypatch.setattr(ops.XCom, "get_value", fake_get_value)
+    monkeypatch.setattr(_compat.XCom, "get_value", fake_get_value)
     link = ScriptRunnerJobLink()
     assert link.name == "Script Runner Job"
     assert link.get_link(run_op(), ti_key="key") == JOB_URL

@@ -1,0 +1,152 @@
+"""Operators for jobs started elsewhere: submit a script, cancel a job, read a job's logs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_scriptrunner import validation
+from airflow_provider_scriptrunner.constants import DEFAULT_LOG_PAGE_BYTES, LOG_STREAMS
+from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobError
+from airflow_provider_scriptrunner.hooks.scriptrunner import validate_args, validate_job_id, validate_script_id
+from airflow_provider_scriptrunner.models import JobStatus
+from airflow_provider_scriptrunner.operators._base import DEFAULT_MAX_OUTPUT_BYTES, _ScriptRunnerOperatorBase
+from airflow_provider_scriptrunner.output import OutputCapture, truncation_warning
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class ScriptRunnerSubmitScriptOperator(_ScriptRunnerOperatorBase):
+    """
+    Start a script and return its job id at once (the async run).
+
+    Follow it with :class:`~airflow_provider_scriptrunner.sensors.scriptrunner.ScriptRunnerJobSensor`,
+    read its output with :class:`ScriptRunnerGetJobLogsOperator`, or stop it with
+    :class:`ScriptRunnerCancelJobOperator`.
+
+    :param script_id: id of a script in the server's whitelist (templated).
+    :param args: list of string arguments (templated).
+    :param scriptrunner_conn_id: Airflow connection of type ``scriptrunner`` (templated).
+    """
+
+    template_fields: Sequence[str] = ("script_id", "args", "scriptrunner_conn_id")
+    template_fields_renderers = {"args": "json"}
+
+    def __init__(self, *, script_id: str, args: Sequence[Any] | str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.script_id = script_id
+        self.args = args
+
+    def execute(self, context: Context) -> str:
+        script_id = validate_script_id(self.script_id)
+        args = validate_args(self.args)
+        job_id = self.hook.submit_script(script_id, args)
+        self.log.info("Submitted script %r with args %s as job %s", script_id, args, job_id)
+        self._publish_job(context, job_id)
+        return job_id
+
+
+class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
+    """
+    Cancel a job and wait (bounded) until it has ended; return its final status.
+
+    Canceling a job that already ended succeeds and changes nothing. An unknown job id fails
+    with ``JOB_NOT_FOUND``.
+
+    :param job_id: the job to cancel (templated), e.g. ``"{{ ti.xcom_pull('submit') }}"``.
+    :param wait_timeout: seconds to wait for the job to end after the cancel request.
+    :param poll_interval: seconds between checks while waiting.
+    """
+
+    template_fields: Sequence[str] = ("job_id", "scriptrunner_conn_id")
+
+    def __init__(self, *, job_id: str, wait_timeout: float = 60.0, poll_interval: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.wait_timeout = validation.required_seconds("wait_timeout", wait_timeout)
+        self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
+
+    def execute(self, context: Context) -> str:
+        job_id = validate_job_id(self.job_id)
+        job = self.hook.cancel_job(job_id)
+        self._publish_job(context, job_id)
+        if job.is_terminal and job.status is not JobStatus.CANCELED:
+            self.log.info("Job %s had already ended (%s); nothing to cancel", job_id, job.status.value)
+            return job.status.value
+        deadline = time.monotonic() + self.wait_timeout
+        while not job.is_terminal:
+            if time.monotonic() >= deadline:
+                raise ScriptRunnerJobError(
+                    f"job {job_id} was asked to stop but is still {job.status.value} after {self.wait_timeout:g} s", job
+                )
+            time.sleep(self.poll_interval)
+            job = self.hook.get_job(job_id)
+        self.log.info("Job %s is %s (exit code %s)", job_id, job.status.value, job.exit_code)
+        return job.status.value
+
+
+class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
+    """
+    Fetch a job's stdout and/or stderr, write them to the task log and return them.
+
+    :param job_id: the job (templated).
+    :param stream: ``"stdout"``, ``"stderr"`` or ``"both"``.
+    :param offset: byte offset to start at.
+    :param limit: bytes to read per stream; None reads to the end.
+    :param max_output_bytes: bytes per stream kept in the return value (the end of what was
+        read); the task log gets all of it.
+    :param log_page_bytes: bytes fetched per request.
+
+    Returns ``{"job_id": ..., "stdout": {"data", "offset", "next_offset", "total_size",
+    "truncated"}, "stderr": {...}}`` for the streams asked for; ``truncated`` is true when the
+    server dropped output or ``data`` was capped. Read on from ``next_offset``.
+    """
+
+    template_fields: Sequence[str] = ("job_id", "stream", "scriptrunner_conn_id")
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        stream: str = "both",
+        offset: int = 0,
+        limit: int | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        log_page_bytes: int = DEFAULT_LOG_PAGE_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.stream = stream
+        self.offset = validation.offset("offset", offset)
+        self.limit = validation.optional_integer("limit", limit, minimum=1, what="a number of bytes (None: everything)")
+        self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
+        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        job_id = validate_job_id(self.job_id)
+        if self.stream not in (*LOG_STREAMS, "both"):
+            raise ValueError(f"stream must be 'stdout', 'stderr' or 'both', got {self.stream!r}")
+        streams = LOG_STREAMS if self.stream == "both" else (self.stream,)
+        # A running job's last character may still be half written: hold it back then.
+        job = self.hook.get_job(job_id)
+        self._publish_job(context, job_id)
+        complete = job.is_terminal
+        result: dict[str, Any] = {"job_id": job_id}
+        for stream in streams:
+            capture = OutputCapture(stream, self.max_output_bytes, self.log_page_bytes, self.log, offset=self.offset)
+            capture.pump(self.hook, job_id, complete=complete, max_bytes=self.limit)
+            capture.finish()
+            if complete and capture.server_truncated:
+                truncation_warning(self.log, job_id, stream, capture.total_size)
+            data, truncated = capture.result()
+            result[stream] = {
+                "data": data,
+                "offset": self.offset,
+                "next_offset": capture.offset,
+                "total_size": capture.total_size or getattr(job, f"{stream}_size"),
+                "truncated": truncated,
+            }
+        return result

@@ -1,0 +1,339 @@
+"""The run-script operator: run a script and wait for its result, in the worker or the triggerer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
+
+from airflow_provider_scriptrunner import validation
+from airflow_provider_scriptrunner._compat import AirflowSkipException, default_deferrable
+from airflow_provider_scriptrunner.constants import DEFAULT_CONN_ID, DEFAULT_LOG_PAGE_BYTES, LOG_STREAMS
+from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
+from airflow_provider_scriptrunner.hooks.scriptrunner import validate_args, validate_script_id
+from airflow_provider_scriptrunner.job_store import JobStore
+from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.operators._base import DEFAULT_MAX_OUTPUT_BYTES, XCOM_JOB_ID, _ScriptRunnerOperatorBase
+from airflow_provider_scriptrunner.outcome import Verdict, judge_job
+from airflow_provider_scriptrunner.output import OutputCapture
+from airflow_provider_scriptrunner.triggers.scriptrunner import XCOM_OWNER_TRY, ScriptRunnerJobTrigger
+from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, Deadline, IdleWatch, next_wake, task_deadline
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Worker-mode polling starts fast (a quick script is seen at once) and slows down to poll_interval.
+#: A script that ends within a few milliseconds is seen 10 ms after submit, not 100 ms (the server's
+#: own sync call would have returned by then); doubling keeps a 60 s job at ~15 polls.
+FIRST_POLL_DELAY = 0.01
+POLL_GROWTH = 2.0
+#: Airflow's own deferral timeout comes this long after the task's deadline: a backstop for a
+#: triggerer that is down when the deadline passes (the trigger fires at the deadline itself).
+DEFER_TIMEOUT_GRACE = 60.0
+#: How long a new try with reattach=False waits for the previous try's job to stop.
+PREVIOUS_JOB_STOP_WAIT = 60.0
+
+
+class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
+    """
+    Run a script on script-runner and wait for its result.
+
+    The script is submitted in async mode, so the task always holds the job id: the job can be
+    canceled, its logs streamed, and a long script outlives any HTTP timeout. The task then
+    waits in the worker, or in the triggerer with ``deferrable=True``; in both the script's
+    output appears in the task log while it runs, and every limit cancels the job.
+
+    Outcomes (decided in :mod:`airflow_provider_scriptrunner.outcome`): ``succeeded`` succeeds;
+    an exit code in ``skip_on_exit_code`` skips; a non-zero exit fails with the code and the end
+    of stderr; ``timed_out`` fails (the server's script timeout fired); ``canceled`` fails;
+    ``failed`` with code -1 fails (killed by a signal, or lost in a server restart).
+
+    :param script_id: id of a script in the server's whitelist (templated).
+    :param args: list of string arguments; numbers are converted with ``str()`` (templated).
+    :param scriptrunner_conn_id: Airflow connection of type ``scriptrunner`` (templated).
+    :param deferrable: wait in the triggerer instead of the worker. Default: ``[operators]
+        default_deferrable``.
+    :param poll_interval: longest pause between status checks, in seconds. In the worker the
+        first check comes after 0.01 s and the pause doubles up to this value.
+    :param timeout: seconds (or a timedelta) the try may take, counted from its start, before
+        the job is canceled and the task fails. The task's ``execution_timeout`` does the same;
+        the earlier of the two applies, in the worker and while deferred. None: no limit of its
+        own (the server's ``timeoutSec`` may still apply).
+    :param idle_timeout: seconds a RUNNING job may go without writing to stdout or stderr before
+        it is canceled and the task fails ("no output for N s"). Queued time does not count.
+        None (default): off.
+    :param skip_on_exit_code: exit code(s) that skip the task instead (as BashOperator).
+    :param cancel_on_kill: cancel the job when the task is killed (marked failed/success,
+        ``execution_timeout``, SIGTERM), in the worker and while deferred.
+    :param reattach: a new try (retry or clear) reattaches to the previous try's job while it
+        is still queued or running, instead of starting the script again. With False the new
+        try cancels that job first, so two copies never run at once.
+    :param max_output_bytes: bytes of stdout and of stderr kept in the return value (the end
+        of each stream). All of the output goes to the task log regardless.
+    :param stream_logs: copy the script's stdout and stderr into the task log while it runs (in
+        the worker, and from the triggerer while deferred). False: the output is written once
+        the job has ended.
+    :param log_page_bytes: bytes fetched per log request.
+    """
+
+    template_fields: Sequence[str] = ("script_id", "args", "scriptrunner_conn_id")
+    template_fields_renderers = {"args": "json"}
+    ui_color = "#e8f4e8"
+
+    def __init__(
+        self,
+        *,
+        script_id: str,
+        args: Sequence[Any] | str | None = None,
+        scriptrunner_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool | None = None,
+        poll_interval: float = 10.0,
+        timeout: float | timedelta | None = None,
+        idle_timeout: float | timedelta | None = None,
+        skip_on_exit_code: int | Iterable[int] | None = None,
+        cancel_on_kill: bool = True,
+        reattach: bool = True,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        stream_logs: bool = True,
+        log_page_bytes: int = DEFAULT_LOG_PAGE_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scriptrunner_conn_id=scriptrunner_conn_id, **kwargs)
+        self.script_id = script_id
+        self.args = args
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
+        self.timeout = validation.positive_seconds("timeout", timeout)
+        self.idle_timeout = validation.positive_seconds("idle_timeout", idle_timeout)
+        self.skip_on_exit_code = validation.skip_codes(skip_on_exit_code)
+        self.cancel_on_kill = cancel_on_kill
+        self.reattach = reattach
+        self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
+        self.stream_logs = stream_logs
+        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
+        self.job_id: str | None = None
+        self._killed_during_submit = False
+        self._canceled_job: str | None = None
+
+    # -- execute ---------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        script_id = validate_script_id(self.script_id)
+        args = validate_args(self.args)
+        deadline = self._deadline(context)
+        store = JobStore(context, self.log)
+        job = self._previous_job(store)
+        if job is None:
+            self.job_id = self.hook.submit_script(script_id, args)
+            self.log.info("Submitted script %r with args %s as job %s", script_id, args, self.job_id)
+            store.set(self.job_id)
+            if self._killed_during_submit:
+                self._cancel_quietly("the task was killed while the script was being submitted", retries=1)
+        self._publish_job(context, self.job_id)
+        watch = IdleWatch(self.idle_timeout)
+        if self.deferrable:
+            job = job or self.hook.get_job(self.job_id)
+            if job.is_terminal:
+                self.log.info("Job %s already finished (%s); not deferring", self.job_id, job.status.value)
+                return self._finish(context, job)
+            watch.observe(job, time.time())
+            self._defer(context, deadline, watch)
+        return self._wait_in_worker(context, deadline, watch)
+
+    def _deadline(self, context: Context) -> Deadline | None:
+        """The earliest of ``timeout`` and ``execution_timeout``, from the try's start."""
+        start = getattr(context.get("ti"), "start_date", None)
+        return task_deadline(start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time())
+
+    def _defer(self, context: Context, deadline: Deadline | None, watch: IdleWatch) -> None:
+        # The try that owns the job, for the trigger's cancel decision after a clear.
+        context["ti"].xcom_push(key=XCOM_OWNER_TRY, value=context["ti"].try_number)
+        self.defer(
+            trigger=ScriptRunnerJobTrigger(
+                job_id=self.job_id,
+                scriptrunner_conn_id=self.scriptrunner_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=None if deadline is None else deadline.at,
+                end_limit=None if deadline is None else deadline.describe(),
+                cancel_on_kill=self.cancel_on_kill,
+                stream_logs=self.stream_logs,
+                log_page_bytes=self.log_page_bytes,
+                idle_timeout=self.idle_timeout,
+                **watch.state(),
+            ),
+            method_name="execute_complete",
+            # A backstop only: the trigger fires at the deadline itself. Should the triggerer be
+            # down then, Airflow ends the deferral a little later, and resume_execution cancels.
+            timeout=None if deadline is None else timedelta(seconds=max(0.0, deadline.at - time.time()) + DEFER_TIMEOUT_GRACE),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Resume after the trigger fired."""
+        result = JobEvent.from_dict(event)
+        self.job_id = result.job_id
+        store = JobStore(context, self.log)
+        if result.status in (EVENT_ERROR, EVENT_TIMEOUT):
+            why = "the job could not be followed" if result.status == EVENT_ERROR else f"{result.limit or 'a limit'} passed"
+            self._canceled_job = self.job_id if result.canceled else None  # the trigger did it
+            if self._cancel_quietly(why):
+                store.clear()
+            raise ScriptRunnerJobError(result.message, result.job)
+        captures = self._captures(result.log_offsets, result.truncation_warned)
+        for capture in captures.values():
+            capture.prime(self.hook, result.job_id)  # the end of what the trigger logged, for the result
+        return self._finish(context, self.hook.get_job(result.job_id), captures)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow ended the deferral itself (trigger timeout or failure): cancel the job, then fail."""
+        if next_method == TRIGGER_FAIL_REPR and self.cancel_on_kill:
+            self.job_id = JobStore(context, self.log).get() or context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_JOB_ID)
+            if self.job_id:
+                try:
+                    live = not self.hook.get_job(self.job_id).is_terminal
+                except ScriptRunnerError as err:
+                    self.log.warning("Could not read job %s after the deferral ended: %s", self.job_id, err)
+                    live = True
+                if live:
+                    self._cancel_quietly("Airflow ended the deferral (its trigger timed out or failed)", retries=1)
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _wait_in_worker(self, context: Context, deadline: Deadline | None, watch: IdleWatch) -> dict[str, Any] | None:
+        captures = self._captures()
+        delay = FIRST_POLL_DELAY
+        while True:
+            time.sleep(next_wake(time.time(), delay, None if deadline is None else deadline.at, watch.due()))
+            job = self.hook.get_job(self.job_id)
+            if job.is_terminal:
+                return self._finish(context, job, captures)
+            if self.stream_logs:
+                for stream, capture in captures.items():
+                    if getattr(job, f"{stream}_size") > capture.offset:  # fetch only when the job says there is more
+                        capture.pump(self.hook, self.job_id, complete=False)
+            now = time.time()
+            if deadline is not None and now >= deadline.at:
+                self._fail_running(context, f"job {self.job_id} did not finish within {deadline.describe()}", deadline.limit, job)
+            seen = watch.observe(job, now)
+            if seen == "disabled":
+                self.log.warning(watch.disabled_message(self.job_id))
+            elif seen == "stalled":
+                self._fail_running(context, watch.stall_message(self.job_id), IDLE_TIMEOUT, job)
+            delay = min(delay * POLL_GROWTH, self.poll_interval)
+
+    def _fail_running(self, context: Context, message: str, limit: str, job: ScriptRunnerJob) -> NoReturn:
+        """A limit passed in the worker: cancel the job and fail the try."""
+        if self._cancel_quietly(f"{limit} passed"):
+            JobStore(context, self.log).clear()
+            if "canceled" not in message:
+                message += "; it was canceled"
+        else:
+            message += "; canceling it failed (see the log above), the next try reattaches to it"
+        raise ScriptRunnerJobError(message, job)
+
+    def _captures(self, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()) -> dict[str, OutputCapture]:
+        offsets = offsets or {}
+        return {
+            s: OutputCapture(
+                s,
+                self.max_output_bytes,
+                self.log_page_bytes,
+                self.log,
+                offsets.get(s, 0),
+                truncation_warned=s in warned,
+            )
+            for s in LOG_STREAMS
+        }
+
+    def _finish(self, context: Context, job: ScriptRunnerJob, captures: dict[str, OutputCapture] | None = None) -> dict[str, Any] | None:
+        """Shared by the worker and deferred paths: final logs, result, and the outcome."""
+        captures = captures or self._captures()
+        for capture in captures.values():
+            if capture.offset < getattr(job, f"{capture.stream}_size"):  # the finished job says whether anything is left
+                capture.pump(self.hook, job.job_id, complete=True)
+            capture.finish(job)
+        JobStore(context, self.log).clear()
+        stdout, stdout_truncated = captures["stdout"].result()
+        stderr, stderr_truncated = captures["stderr"].result()
+        outcome = judge_job(job, self.skip_on_exit_code, stderr=stderr)
+        if outcome.verdict is Verdict.SKIP:
+            raise AirflowSkipException(outcome.message)
+        if outcome.verdict is Verdict.FAIL:
+            raise ScriptRunnerJobError(outcome.message, job)
+        self.log.info("%s in %s ms", outcome.message, job.duration_ms)
+        return {
+            "job_id": job.job_id,
+            "script_id": job.script_id,
+            "status": job.status.value,
+            "exit_code": job.exit_code,
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_truncated": stdout_truncated,
+            "stderr_truncated": stderr_truncated,
+            "duration_ms": job.duration_ms,
+            "started_at": job.started_at,
+            "ended_at": job.ended_at,
+        }
+
+    # -- reruns: reattach, or cancel before submitting again -------------------------------------
+
+    def _previous_job(self, store: JobStore) -> ScriptRunnerJob | None:
+        """
+        The previous try's job when it is still queued or running and ``reattach`` is on; else None
+        (submit anew). With ``reattach=False`` such a job is canceled first, and the try fails
+        rather than start a second copy while the first will not stop.
+        """
+        previous = store.get()
+        if not previous:
+            return None
+        try:
+            job = self.hook.get_job(previous)
+        except ScriptRunnerJobNotFoundError:
+            self.log.info("Previous job %s is unknown to the server; starting a new job", previous)
+            return None
+        if job.is_terminal:
+            self.log.info("Previous job %s already ended (%s); starting a new job", previous, job.status.value)
+            return None
+        if self.reattach:
+            self.log.info("Reattaching to job %s from an earlier try (still %s)", previous, job.status.value)
+            self.job_id = previous
+            return job
+        self.log.info("Job %s of an earlier try is still %s and reattach=False: canceling it first", previous, job.status.value)
+        self.hook.cancel_job(previous)
+        deadline = time.monotonic() + PREVIOUS_JOB_STOP_WAIT
+        while not job.is_terminal:
+            if time.monotonic() >= deadline:
+                raise ScriptRunnerJobError(
+                    f"job {previous} of an earlier try is still {job.status.value} {PREVIOUS_JOB_STOP_WAIT:g} s after it was "
+                    "asked to stop (its script may ignore SIGTERM); not starting a second copy of the script", job
+                )
+            time.sleep(0.5)
+            job = self.hook.get_job(previous)
+        return None
+
+    # -- cancel on kill --------------------------------------------------------------------------
+
+    def on_kill(self) -> None:
+        """Cancel the job when the task is killed in the worker (Airflow allows ~5 s)."""
+        if self.cancel_on_kill:
+            if not self.job_id:
+                # Killed while POST /run is in flight: the script may be starting, but its id is not
+                # known yet. execute() cancels it as soon as it is.
+                self._killed_during_submit = True
+            self._cancel_quietly("the task was killed", retries=1)
+
+    def _cancel_quietly(self, why: str, retries: int | None = None) -> bool:
+        """Cancel the job once (later calls are no-ops); return whether it is canceled."""
+        if not self.job_id:
+            return False
+        if self._canceled_job == self.job_id:
+            return True
+        try:
+            job = self.hook.clone(retries=retries).cancel_job(self.job_id)
+        except ScriptRunnerError as err:
+            self.log.error("Could not cancel job %s (%s): %s", self.job_id, why, err)
+            return False
+        self._canceled_job = self.job_id
+        self.log.info("Canceled job %s because %s (status now %s)", self.job_id, why, job.status.value)
+        return True
