@@ -153,3 +153,35 @@ def _auth_header(login: str | None, password: str | None) -> str | None:
             "or put an API token in Password and leave Login empty"
         )
     return None
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """The extra fields of the connection form for Airflow 3.1, built from :data:`CONN_FIELDS`."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, IntegerField, StringField
+    from wtforms.validators import NumberRange, Optional
+
+    from airflow_provider_scriptrunner import CONN_FIELDS
+
+    widgets: dict[str, Any] = {}
+    for name, spec in CONN_FIELDS.items():
+        label, schema = lazy_gettext(spec["label"]), spec["schema"]
+        if "boolean" in schema["type"]:
+            widgets[name] = BooleanField(label, default=schema.get("default"))
+        elif "integer" in schema["type"]:
+            validators = [Optional(), NumberRange(min=schema.get("minimum"))]
+            widgets[name] = IntegerField(label, validators=validators, widget=BS3TextFieldWidget(), default=schema.get("default"))
+        else:  # numbers are entered as text and parsed like any other extra
+            widgets[name] = StringField(label, widget=BS3TextFieldWidget())
+    return widgets
+
+
+async def aget_connection(hook: Any, conn_id: str) -> Any:
+    """The connection, without blocking the event loop (Airflow 3.2+ has ``aget_connection``)."""
+    aget = getattr(type(hook), "aget_connection", None)
+    if aget is not None:  # Airflow 3.2+
+        return await aget(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(hook.get_connection)(conn_id)

@@ -41,7 +41,8 @@ from airflow_provider_scriptrunner.exceptions import (
 )
 from airflow_provider_scriptrunner.log_paging import LogCursor, exact_chunk, log_page, log_params
 from airflow_provider_scriptrunner.models import LogChunk, LogPage, ScriptRunnerJob
-from airflow_provider_scriptrunner.settings import USER_AGENT, ConnectionSettings, build_base_url
+from airflow_provider_scriptrunner.hooks._base import _ScriptRunnerHookBase
+from airflow_provider_scriptrunner.settings import USER_AGENT, ConnectionSettings, aget_connection, build_base_url
 from airflow_provider_scriptrunner.transport import (
     CANCEL,
     HEALTH,
@@ -89,53 +90,6 @@ __all__ = [
 ]
 
 
-class _ScriptRunnerHookBase(BaseHook):
-    """What the sync and async hooks share: connection, URL building, connection form."""
-
-    conn_name_attr = "scriptrunner_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = CONN_TYPE
-    hook_name = "Script Runner"
-
-    def __init__(self, scriptrunner_conn_id: str = DEFAULT_CONN_ID, *, retries: int | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.scriptrunner_conn_id = validation.conn_id(scriptrunner_conn_id)
-        # Attempts after the first, or None for the connection's ``retries`` extra.
-        self._retries_override = validation.optional_integer("retries", retries, minimum=0)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(scriptrunner_conn_id={self.scriptrunner_conn_id!r})"
-
-    def _settings_from(self, conn: Any) -> ConnectionSettings:
-        if conn.conn_type and conn.conn_type != CONN_TYPE:
-            self.log.warning("Connection %r has type %r, expected %r", self.scriptrunner_conn_id, conn.conn_type, CONN_TYPE)
-        return ConnectionSettings.from_connection(conn)
-
-    def _url(self, settings: ConnectionSettings, endpoint: Endpoint, job_id: str | None) -> str:
-        path = endpoint.path
-        if "{job_id}" in path:
-            path = path.format(job_id=quote(validate_job_id(job_id), safe=""))
-        return settings.base_url + path
-
-    def _retrying(self, settings: ConnectionSettings, endpoint: Endpoint, kind: type) -> Any:
-        attempts = (self._retries_override if self._retries_override is not None else settings.retries) + 1
-        return transport.retrying(attempts, endpoint, kind, self._log_retry)
-
-    def _log_retry(self, state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        self.log.warning(
-            "script-runner request failed (attempt %d), retrying in %.1f s: %s",
-            state.attempt_number,
-            state.next_action.sleep if state.next_action else 0,
-            error,
-        )
-
-    def get_job_url(self, job_id: str) -> str:
-        """URL of a job on the server (for links)."""
-        conn = self.get_connection(self.scriptrunner_conn_id)
-        return self._url(ConnectionSettings.from_connection(conn), JOB, job_id)
-
-
 class ScriptRunnerHook(_ScriptRunnerHookBase):
     """
     Talks to a script-runner server over HTTP (requests, one session per hook).
@@ -154,24 +108,9 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
         list :data:`airflow_provider_scriptrunner.CONN_FIELDS`. Defined on this class itself
         because Airflow only reads these methods from the hook class's own ``__dict__``.
         """
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import BooleanField, IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional
+        from airflow_provider_scriptrunner.settings import connection_form_widgets
 
-        from airflow_provider_scriptrunner import CONN_FIELDS
-
-        widgets: dict[str, Any] = {}
-        for name, spec in CONN_FIELDS.items():
-            label, schema = lazy_gettext(spec["label"]), spec["schema"]
-            if "boolean" in schema["type"]:
-                widgets[name] = BooleanField(label, default=schema.get("default"))
-            elif "integer" in schema["type"]:
-                validators = [Optional(), NumberRange(min=schema.get("minimum"))]
-                widgets[name] = IntegerField(label, validators=validators, widget=BS3TextFieldWidget(), default=schema.get("default"))
-            else:  # numbers are entered as text and parsed like any other extra
-                widgets[name] = StringField(label, widget=BS3TextFieldWidget())
-        return widgets
+        return connection_form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -376,7 +315,7 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
-            self._settings = self._settings_from(await _aget_connection(self, self.scriptrunner_conn_id))
+            self._settings = self._settings_from(await aget_connection(self, self.scriptrunner_conn_id))
         return self._settings
 
     async def get_client(self) -> httpx.AsyncClient:
@@ -462,12 +401,3 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         except Exception as err:  # noqa: BLE001
             return False, describe_connection_failure(err)
         return True, "script-runner is healthy"
-
-
-async def _aget_connection(hook: BaseHook, conn_id: str) -> Any:
-    aget = getattr(type(hook), "aget_connection", None)
-    if aget is not None:  # Airflow 3.2+
-        return await aget(conn_id)
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(hook.get_connection)(conn_id)
