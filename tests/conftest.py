@@ -137,3 +137,22 @@ def task_log():
                 return "\n".join(lines)
 
         yield Log()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """
+    After the last test of each module (its module fixtures torn down): no asyncio loop may be left
+    running in this thread, or every later asyncio test would fail ("event loop is running"). Sync
+    Playwright, for one, runs a loop while its context is open. Checked whatever the test order.
+    """
+    yield
+    if nextitem is not None and nextitem.module is item.module:
+        return
+    import asyncio
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{item.module.__name__} left an asyncio loop running in the main thread: {running!r}")

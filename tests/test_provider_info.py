@@ -37,11 +37,12 @@ def test_provider_info_matches_the_airflow_schema():
     assert conn_type["hook-class-name"] == "airflow_provider_scriptrunner.hooks.scriptrunner.ScriptRunnerHook"
 
 
-def test_hook_declares_connection_type():
-    assert ScriptRunnerHook.conn_type == "scriptrunner"
-    assert ScriptRunnerHook.default_conn_name == "scriptrunner_default"
-    assert ScriptRunnerHook.hook_name == "Script Runner"
-    assert ScriptRunnerHook.get_ui_field_behaviour() == UI_FIELD_BEHAVIOUR
+def test_a_hook_without_a_connection_id_uses_scriptrunner_default(monkeypatch, requests_mock):
+    # The default connection id is what Airflow's form and `airflow connections` create for the type.
+    monkeypatch.setenv("AIRFLOW_CONN_SCRIPTRUNNER_DEFAULT", json.dumps({"conn_type": "scriptrunner", "host": "sr.default", "port": 9999}))
+    requests_mock.get("http://sr.default:9999/healthz", json={"ok": True})
+    assert ScriptRunnerHook().health() == {"ok": True}
+    assert ScriptRunnerHook.get_ui_field_behaviour()["hidden_fields"] == ["schema"]
 
 
 def test_providers_manager_sees_hook_and_connection_type():

@@ -1,12 +1,14 @@
 """
 Fixtures of the fault-injection suite: the bundled server behind a fault-injecting proxy, a
 recording retry wait, a token-leak check around every test, and the session's fault table
-(written to ``tests/faults/RESULTS.md`` and printed at the end of the run).
+(printed at the end of the run and written to ``test-output/faults/RESULTS.md``, which git
+ignores; ``make fault-table`` writes the committed ``tests/faults/RESULTS.md`` instead).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import contextlib
 import datetime
 import json
@@ -30,7 +32,9 @@ REAL_RETRY_WAIT = transport.RETRY_WAIT
 #: The API token configured on every connection of this suite; it must never show up in output.
 TOKEN = "fault-suite-TOKEN-7f3a9c1e5b"
 TOKEN_FORMS = (TOKEN, base64.b64encode(TOKEN.encode()).decode(), f"Bearer {TOKEN}")
-RESULTS_FILE = Path(__file__).with_name("RESULTS.md")
+#: Where the table goes: an ignored folder, so that a test run leaves the checkout clean. The
+#: committed copy is rewritten only on request (``make fault-table`` sets FAULTS_RESULTS_FILE).
+RESULTS_FILE = Path(os.environ.get("FAULTS_RESULTS_FILE") or Path(__file__).resolve().parents[2] / "test-output" / "faults" / "RESULTS.md")
 
 PYTHON = sys.executable
 #: Scripts the server whitelists. Each one records what a test checks from outside: ``$1.pid`` (its
@@ -144,12 +148,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if notes:
         text += "\nNotes from the runs:\n\n" + notes + "\n"
     text += RESULTS_FOOTER
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(text, encoding="utf-8")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if TABLE.rows:
-        terminalreporter.section("fault table (also in tests/faults/RESULTS.md)")
+        terminalreporter.section(f"fault table (also in {RESULTS_FILE})")
         terminalreporter.write_line(TABLE.markdown())
 
 

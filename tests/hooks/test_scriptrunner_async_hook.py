@@ -184,4 +184,59 @@ async def test_against_a_closed_port(set_connection, unused_tcp_port):
         await hook.health()
     assert info.value.may_have_reached_server is False
     await hook.close()
-    assert json.dumps(info.value.url)
+    assert info.value.url == f"http://127.0.0.1:{unused_tcp_port}/healthz"
+
+
+# -- TLS settings reach the async client ------------------------------------------------------
+
+
+def _self_signed_ca(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scriptrunner-test-ca")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    path = tmp_path / "ca.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("extra", [{"verify_ssl": False}, {"verify_ssl": "false"}])
+async def test_verify_ssl_false_turns_verification_off(set_connection, monkeypatch, extra):
+    seen = {}
+    real = httpx.AsyncClient
+    monkeypatch.setattr(httpx, "AsyncClient", lambda **kw: seen.update(kw) or real(**kw))
+    set_connection(host="https://sr.test", extra=extra)
+    hook = ScriptRunnerAsyncHook()
+    await hook.get_client()
+    await hook.close()
+    assert seen["verify"] is False
+
+
+@pytest.mark.asyncio
+async def test_ca_bundle_is_the_only_trust_of_the_async_client(set_connection, monkeypatch, tmp_path):
+    import ssl
+
+    ca = _self_signed_ca(tmp_path)
+    seen = {}
+    real = httpx.AsyncClient
+    monkeypatch.setattr(httpx, "AsyncClient", lambda **kw: seen.update(kw) or real(**kw))
+    set_connection(host="https://sr.test", extra={"ca_bundle": str(ca)})
+    hook = ScriptRunnerAsyncHook()
+    await hook.get_client()
+    await hook.close()
+    context = seen["verify"]
+    assert isinstance(context, ssl.SSLContext) and context.verify_mode is ssl.CERT_REQUIRED
+    subjects = [dict(pair[0] for pair in cert["subject"]) for cert in context.get_ca_certs()]
+    assert subjects == [{"commonName": "scriptrunner-test-ca"}]

@@ -200,13 +200,35 @@ def test_get_log_page_sends_byte_offsets(conn, requests_mock):
     assert (page.data, page.offset, page.next_offset, page.total_size) == ("234", 2, 5, 10)
 
 
-def test_session_is_reused(conn, requests_mock):
+def test_requests_go_through_one_session(conn, requests_mock):
     requests_mock.get(f"{BASE_URL}/healthz", json={"ok": True})
     hook = ScriptRunnerHook()
-    session = hook.get_conn()
     hook.health()
+    hook.get_conn().headers["X-Probe"] = "same-session"  # only a request through this session carries it
     hook.health()
-    assert hook.get_conn() is session
+    first, second = requests_mock.request_history
+    assert "X-Probe" not in first.headers and second.headers["X-Probe"] == "same-session"
+
+
+def test_every_request_says_who_sends_it(conn, requests_mock):
+    from airflow_provider_scriptrunner import __version__
+
+    requests_mock.get(f"{BASE_URL}/healthz", json={"ok": True})
+    ScriptRunnerHook().health()
+    assert requests_mock.last_request.headers["User-Agent"] == f"airflow-provider-scriptrunner/{__version__}"
+
+
+def test_a_connection_of_another_type_warns(set_connection, requests_mock, task_log):
+    set_connection(conn_type="http", host="sr.test", port=8080)
+    requests_mock.get(f"{BASE_URL}/healthz", json={"ok": True})
+    ScriptRunnerHook().health()  # still usable
+    assert "has type 'http', expected 'scriptrunner'" in task_log.text
+
+
+def test_job_url_keeps_the_path_prefix(set_connection):
+    set_connection(host="https://proxy.example/script-runner/")
+    assert ScriptRunnerHook().get_job_url("job_1_2") == "https://proxy.example/script-runner/jobs/job_1_2"
+    assert ScriptRunnerHook().get_job_url("a/b") == "https://proxy.example/script-runner/jobs/a%2Fb"
 
 
 # -- validation before any request ------------------------------------------------------------
