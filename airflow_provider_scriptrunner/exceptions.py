@@ -74,7 +74,8 @@ class ScriptRunnerApiError(ScriptRunnerError):
         method: str = "",
         url: str = "",
     ) -> None:
-        self.status_code = status_code
+        # AirflowException's own status_code is an HTTPStatus for the API server; ours is the server's answer.
+        self.status_code = status_code  # type: ignore[assignment]
         self.error_code = error_code
         self.message = message
         self.method = method

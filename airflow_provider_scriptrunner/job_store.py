@@ -50,9 +50,10 @@ class JobStore:
 
         self._state = context.get("task_state_store")
         ti = context.get("ti")
-        ids = [getattr(ti, name, None) for name in ("dag_id", "run_id", "task_id")]
-        use_variable = not HAS_TASK_STATE_STORE and all(isinstance(i, str) and i for i in ids)
-        self._key = variable_key(*ids, getattr(ti, "map_index", -1)) if use_variable else None
+        dag_id, run_id, task_id = (getattr(ti, name, None) for name in ("dag_id", "run_id", "task_id"))
+        self._key: str | None = None
+        if not HAS_TASK_STATE_STORE and isinstance(dag_id, str) and isinstance(run_id, str) and isinstance(task_id, str):
+            self._key = variable_key(dag_id, run_id, task_id, getattr(ti, "map_index", -1))
 
     @property
     def kind(self) -> str:

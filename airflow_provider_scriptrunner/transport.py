@@ -204,7 +204,7 @@ def timeout_text(timeout: Any) -> str:
 
 
 def has_ssl_cause(err: BaseException) -> bool:
-    seen = err
+    seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, ssl.SSLError):
             return True

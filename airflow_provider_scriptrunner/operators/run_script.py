@@ -127,33 +127,35 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         store = JobStore(context, self.log)
         job = self._previous_job(store)
         if job is None:
-            self.job_id = self.hook.submit_script(script_id, args)
-            self.log.info("Submitted script %r with args %s as job %s", script_id, args, self.job_id)
-            store.set(self.job_id)
+            job_id = self.job_id = self.hook.submit_script(script_id, args)
+            self.log.info("Submitted script %r with args %s as job %s", script_id, args, job_id)
+            store.set(job_id)
             if self._killed_during_submit:
                 self._cancel_quietly("the task was killed while the script was being submitted", retries=1)
-        self._publish_job(context, self.job_id)
+        else:
+            job_id = self.job_id = job.job_id
+        self._publish_job(context, job_id)
         watch = IdleWatch(self.idle_timeout)
         if self.deferrable:
-            job = job or self.hook.get_job(self.job_id)
+            job = job or self.hook.get_job(job_id)
             if job.is_terminal:
-                self.log.info("Job %s already finished (%s); not deferring", self.job_id, job.status.value)
+                self.log.info("Job %s already finished (%s); not deferring", job_id, job.status.value)
                 return self._finish(context, job)
             watch.observe(job, time.time())
-            self._defer(context, deadline, watch)
-        return self._wait_in_worker(context, deadline, watch)
+            self._defer(context, job_id, deadline, watch)
+        return self._wait_in_worker(context, job_id, deadline, watch)
 
     def _deadline(self, context: Context) -> Deadline | None:
         """The earliest of ``timeout`` and ``execution_timeout``, from the try's start."""
         start = getattr(context.get("ti"), "start_date", None)
         return task_deadline(start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time())
 
-    def _defer(self, context: Context, deadline: Deadline | None, watch: IdleWatch) -> None:
+    def _defer(self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch) -> None:
         # The try that owns the job, for the trigger's cancel decision after a clear.
         context["ti"].xcom_push(key=XCOM_OWNER_TRY, value=context["ti"].try_number)
         self.defer(
             trigger=ScriptRunnerJobTrigger(
-                job_id=self.job_id,
+                job_id=job_id,
                 scriptrunner_conn_id=self.scriptrunner_conn_id,
                 poll_interval=self.poll_interval,
                 end_time=None if deadline is None else deadline.at,
@@ -200,26 +202,26 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
                     self._cancel_quietly("Airflow ended the deferral (its trigger timed out or failed)", retries=1)
         return super().resume_execution(next_method, next_kwargs, context)
 
-    def _wait_in_worker(self, context: Context, deadline: Deadline | None, watch: IdleWatch) -> dict[str, Any] | None:
+    def _wait_in_worker(self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch) -> dict[str, Any] | None:
         captures = self._captures()
         delay = FIRST_POLL_DELAY
         while True:
             time.sleep(next_wake(time.time(), delay, None if deadline is None else deadline.at, watch.due()))
-            job = self.hook.get_job(self.job_id)
+            job = self.hook.get_job(job_id)
             if job.is_terminal:
                 return self._finish(context, job, captures)
             if self.stream_logs:
                 for stream, capture in captures.items():
                     if getattr(job, f"{stream}_size") > capture.offset:  # fetch only when the job says there is more
-                        capture.pump(self.hook, self.job_id, complete=False)
+                        capture.pump(self.hook, job_id, complete=False)
             now = time.time()
             if deadline is not None and now >= deadline.at:
-                self._fail_running(context, f"job {self.job_id} did not finish within {deadline.describe()}", deadline.limit, job)
+                self._fail_running(context, f"job {job_id} did not finish within {deadline.describe()}", deadline.limit, job)
             seen = watch.observe(job, now)
             if seen == "disabled":
-                self.log.warning(watch.disabled_message(self.job_id))
+                self.log.warning(watch.disabled_message(job_id))
             elif seen == "stalled":
-                self._fail_running(context, watch.stall_message(self.job_id), IDLE_TIMEOUT, job)
+                self._fail_running(context, watch.stall_message(job_id), IDLE_TIMEOUT, job)
             delay = min(delay * POLL_GROWTH, self.poll_interval)
 
     def _fail_running(self, context: Context, message: str, limit: str, job: ScriptRunnerJob) -> NoReturn:
@@ -302,15 +304,16 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         self.log.info("Job %s of an earlier try is still %s and reattach=False: canceling it first", previous, job.status.value)
         self.hook.cancel_job(previous)
         deadline = time.monotonic() + PREVIOUS_JOB_STOP_WAIT
-        while not job.is_terminal:
-            if time.monotonic() >= deadline:
-                raise ScriptRunnerJobError(
-                    f"job {previous} of an earlier try is still {job.status.value} {PREVIOUS_JOB_STOP_WAIT:g} s after it was "
-                    "asked to stop (its script may ignore SIGTERM); not starting a second copy of the script", job
-                )
+        while time.monotonic() < deadline:
             time.sleep(0.5)
             job = self.hook.get_job(previous)
-        return None
+            if job.is_terminal:
+                return None
+        raise ScriptRunnerJobError(
+            f"job {previous} of an earlier try is still {job.status.value} {PREVIOUS_JOB_STOP_WAIT:g} s after it was "
+            "asked to stop (its script may ignore SIGTERM); not starting a second copy of the script",
+            job,
+        )
 
     # -- cancel on kill --------------------------------------------------------------------------
 

@@ -109,7 +109,7 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         self.cancel_on_timeout = bool(cancel_on_timeout)
         self.stream_logs = bool(stream_logs)
         self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
-        self.idle = IdleWatch(idle_timeout, tuple(idle_sizes) if idle_sizes is not None else None, idle_since)
+        self.idle = IdleWatch(idle_timeout, (int(idle_sizes[0]), int(idle_sizes[1])) if idle_sizes is not None else None, idle_since)
         self._hook: ScriptRunnerAsyncHook | None = None
         self._followers = {s: AsyncStreamFollower(s, self.log, log_page_bytes, self.log_offsets[s]) for s in LOG_STREAMS}
         self._kill_handled = False
@@ -307,6 +307,8 @@ class ScriptRunnerJobTrigger(BaseTrigger):
     async def _owner_try(self) -> int | None:
         """The try number the run operator recorded as the job's owner (XCom); None when none is."""
         ti = self.task_instance
+        if ti is None:
+            raise LookupError("the trigger has no task instance")
         from asgiref.sync import sync_to_async
 
         from airflow_provider_scriptrunner._compat import XCom
