@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_scriptrunner.constants import DEFAULT_PORT, DEFAULT_RETRIES, DEFAULT_TIMEOUT, TRANSIENT_STATUS_CODES
+from airflow_provider_scriptrunner.constants import (
+    DEFAULT_PORT,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    TRANSIENT_STATUS_CODES,
+)
 
 #: The one version source: pyproject.toml reads it from here.
 __version__ = "0.1.0"

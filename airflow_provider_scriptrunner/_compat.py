@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from airflow.sdk.execution_time.xcom import XCom
+from airflow.triggers.base import BaseTrigger
+
 try:  # Airflow 3.2+ (task-sdk 1.2+)
     from airflow.sdk.exceptions import (
         AirflowFailException,
@@ -29,9 +32,6 @@ def default_deferrable() -> bool:
     """``[operators] default_deferrable``: the ``deferrable`` default of the run operator and the sensor."""
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
-
-from airflow.sdk.execution_time.xcom import XCom
-from airflow.triggers.base import BaseTrigger
 
 #: Airflow 3.3+ triggerers call ``BaseTrigger.on_kill`` when a user marks a deferred task
 #: failed/success or clears it; older ones only cancel the trigger's task.

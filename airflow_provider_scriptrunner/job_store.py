@@ -52,7 +52,12 @@ class JobStore:
         ti = context.get("ti")
         dag_id, run_id, task_id = (getattr(ti, name, None) for name in ("dag_id", "run_id", "task_id"))
         self._key: str | None = None
-        if not HAS_TASK_STATE_STORE and isinstance(dag_id, str) and isinstance(run_id, str) and isinstance(task_id, str):
+        if (
+            not HAS_TASK_STATE_STORE
+            and isinstance(dag_id, str)
+            and isinstance(run_id, str)
+            and isinstance(task_id, str)
+        ):
             self._key = variable_key(dag_id, run_id, task_id, getattr(ti, "map_index", -1))
 
     @property
@@ -85,7 +90,11 @@ class JobStore:
             elif self._key is not None:
                 from airflow.sdk import Variable
 
-                Variable.set(self._key, job_id, description="script-runner job of a running task (airflow-provider-scriptrunner)")
+                Variable.set(
+                    self._key,
+                    job_id,
+                    description="script-runner job of a running task (airflow-provider-scriptrunner)",
+                )
         except Exception as err:  # noqa: BLE001 - losing reattach must not fail the run
             self.log.warning("Could not record job %s in the %s: %s", job_id, self.kind, err)
 

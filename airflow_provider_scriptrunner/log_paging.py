@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner.models import LogChunk, LogPage
 from airflow_provider_scriptrunner.transport import malformed
-from airflow_provider_scriptrunner import validation
 
 _REPLACEMENT = "\ufffd"
 
@@ -71,7 +71,10 @@ class LogCursor:
 
 
 def log_params(stream: str, offset: int, limit: int | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"stream": validation.validate_stream(stream), "offset": validation.offset("offset", offset)}
+    params: dict[str, Any] = {
+        "stream": validation.validate_stream(stream),
+        "offset": validation.offset("offset", offset),
+    }
     if validation.log_limit(limit) is not None:
         params["limit"] = limit
     return params

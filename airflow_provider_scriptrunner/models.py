@@ -49,9 +49,15 @@ class JobStatus(str, enum.Enum):
         return self is JobStatus.SUCCEEDED
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELED})
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.TIMED_OUT, JobStatus.CANCELED}
+)
 # Spellings used by other descriptions of the API; the real server says succeeded/canceled.
-_STATUS_ALIASES = {"completed": JobStatus.SUCCEEDED, "cancelled": JobStatus.CANCELED, "timedout": JobStatus.TIMED_OUT}
+_STATUS_ALIASES = {
+    "completed": JobStatus.SUCCEEDED,
+    "cancelled": JobStatus.CANCELED,
+    "timedout": JobStatus.TIMED_OUT,
+}
 
 
 def _opt_int(value: Any) -> int | None:

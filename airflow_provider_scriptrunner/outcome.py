@@ -9,11 +9,14 @@ and nowhere else.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from airflow_provider_scriptrunner.models import JobStatus, ScriptRunnerJob
 from airflow_provider_scriptrunner.validation import skip_codes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 #: How much of the end of stderr a failure message quotes.
 STDERR_TAIL_CHARS = 2000
@@ -36,7 +39,9 @@ def stderr_tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def judge_job(job: ScriptRunnerJob, skip_on_exit_code: int | Iterable[int] | None = None, stderr: str | None = None) -> Outcome:
+def judge_job(
+    job: ScriptRunnerJob, skip_on_exit_code: int | Iterable[int] | None = None, stderr: str | None = None
+) -> Outcome:
     """
     Decide what a terminal job means for the task.
 
@@ -47,7 +52,9 @@ def judge_job(job: ScriptRunnerJob, skip_on_exit_code: int | Iterable[int] | Non
     name = f"script {job.script_id!r} (job {job.job_id})" if job.script_id else f"job {job.job_id}"
     code = job.exit_code
     if code is not None and code != -1 and code in skip_codes(skip_on_exit_code):
-        return Outcome(Verdict.SKIP, f"{name} exited with code {code}, which is in skip_on_exit_code: skipping")
+        return Outcome(
+            Verdict.SKIP, f"{name} exited with code {code}, which is in skip_on_exit_code: skipping"
+        )
     if job.status is JobStatus.SUCCEEDED:
         return Outcome(Verdict.SUCCESS, f"{name} succeeded")
     if job.status is JobStatus.TIMED_OUT:

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from airflow_provider_scriptrunner.models import ScriptRunnerJob
 
 #: Put between the stored output and the preview in the return value of a truncated stream.
-TRUNCATION_MARKER = "\n[... the server did not keep the output past this point; the end of the output follows ...]\n"
+TRUNCATION_MARKER = (
+    "\n[... the server did not keep the output past this point; the end of the output follows ...]\n"
+)
 _REPLACEMENT = "\ufffd"
 #: Characters of a line without its newline yet that are held back before it is written as it is.
 #: Not the page size: small log pages (``log_page_bytes``) must not split ordinary lines in the log.
@@ -146,15 +148,24 @@ class OutputCapture:
         if span <= MAX_LOG_PAGE_BYTES:
             self._keep(hook.get_log_page(job_id, self.stream, self.offset - span, span).data)
         else:
-            for chunk in hook.iter_log(job_id, self.stream, 0, page_size=self.page_size, max_bytes=self.offset):
+            for chunk in hook.iter_log(
+                job_id, self.stream, 0, page_size=self.page_size, max_bytes=self.offset
+            ):
                 self._keep(chunk.text)
                 del chunk
         self.capped = self.capped or span < self.offset
 
-    def pump(self, hook: ScriptRunnerHook, job_id: str, *, complete: bool, max_bytes: int | None = None) -> None:
+    def pump(
+        self, hook: ScriptRunnerHook, job_id: str, *, complete: bool, max_bytes: int | None = None
+    ) -> None:
         """Read what is new since the last call (at most ``max_bytes``) into the task log."""
         for chunk in hook.iter_log(
-            job_id, self.stream, self.offset, page_size=self.page_size, max_bytes=max_bytes, stream_complete=complete
+            job_id,
+            self.stream,
+            self.offset,
+            page_size=self.page_size,
+            max_bytes=max_bytes,
+            stream_complete=complete,
         ):
             self.offset = chunk.next_offset
             self.total_size = chunk.total_size
@@ -182,7 +193,9 @@ class OutputCapture:
             self.truncation_warned = True
         if tail:
             if self.emit:
-                self.log.info("End of %s past the truncation (the job's preview of its last bytes):", self.stream)
+                self.log.info(
+                    "End of %s past the truncation (the job's preview of its last bytes):", self.stream
+                )
                 self.writer.write(tail)
                 self.writer.flush()
             self._keep(TRUNCATION_MARKER + tail)
@@ -229,7 +242,9 @@ class AsyncStreamFollower:
         return self.offset - self.writer.pending_bytes
 
     async def pump(self, hook: ScriptRunnerAsyncHook, job_id: str, *, complete: bool) -> None:
-        async for chunk in hook.iter_log(job_id, self.stream, self.offset, page_size=self.page_size, stream_complete=complete):
+        async for chunk in hook.iter_log(
+            job_id, self.stream, self.offset, page_size=self.page_size, stream_complete=complete
+        ):
             self.offset = chunk.next_offset
             self.writer.write(chunk.text)
             if chunk.truncated:

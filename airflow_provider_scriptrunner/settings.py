@@ -116,7 +116,7 @@ def build_base_url(host: str | None, port: int | None, schema: str | None) -> st
 def _plain_extra(extra: dict[str, Any]) -> dict[str, Any]:
     """Accept extras saved with the UI's ``extra__scriptrunner__`` prefix as well as plain keys."""
     prefix = f"extra__{CONN_TYPE}__"
-    plain = {k[len(prefix):]: v for k, v in extra.items() if k.startswith(prefix) and v not in (None, "")}
+    plain = {k[len(prefix) :]: v for k, v in extra.items() if k.startswith(prefix) and v not in (None, "")}
     plain.update({k: v for k, v in extra.items() if not k.startswith(prefix) and v is not None})
     return plain
 
@@ -138,7 +138,9 @@ def _headers_from_extra(extra: dict[str, Any]) -> dict[str, str]:
                 'connection extra "headers" must be a JSON object such as {"X-Team": "data"}'
             ) from None
     if not isinstance(headers, dict):
-        raise ScriptRunnerConfigError(f'connection extra "headers" must be a JSON object, got {type(headers).__name__}')
+        raise ScriptRunnerConfigError(
+            f'connection extra "headers" must be a JSON object, got {type(headers).__name__}'
+        )
     return {str(k): str(v) for k, v in headers.items()}
 
 
@@ -171,7 +173,9 @@ def connection_form_widgets() -> dict[str, Any]:
             widgets[name] = BooleanField(label, default=schema.get("default"))
         elif "integer" in schema["type"]:
             validators = [Optional(), NumberRange(min=schema.get("minimum"))]
-            widgets[name] = IntegerField(label, validators=validators, widget=BS3TextFieldWidget(), default=schema.get("default"))
+            widgets[name] = IntegerField(
+                label, validators=validators, widget=BS3TextFieldWidget(), default=schema.get("default")
+            )
         else:  # numbers are entered as text and parsed like any other extra
             widgets[name] = StringField(label, widget=BS3TextFieldWidget())
     return widgets

@@ -10,11 +10,9 @@ import functools
 import json
 import ssl
 from dataclasses import dataclass
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import requests
 import tenacity
 import urllib3.exceptions
 
@@ -30,6 +28,11 @@ from airflow_provider_scriptrunner.exceptions import (
     ScriptRunnerTimeoutError,
     ScriptRunnerTLSError,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import requests
 
 #: Backoff between attempts: exponential with jitter, capped (module-level so tests can shorten it).
 RETRY_WAIT = tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5)
@@ -49,7 +52,6 @@ class Endpoint:
     starts_work: bool = False
 
 
-
 #: The routes of the script-runner API.
 HEALTH = Endpoint("GET", "/healthz")
 RUN = Endpoint("POST", "/run", starts_work=True)
@@ -67,8 +69,9 @@ def is_transient(error: BaseException, endpoint: Endpoint) -> bool:
     return False
 
 
-
-def retrying(attempts: int, endpoint: Endpoint, kind: type, before_sleep: Callable[[tenacity.RetryCallState], None]) -> Any:
+def retrying(
+    attempts: int, endpoint: Endpoint, kind: type, before_sleep: Callable[[tenacity.RetryCallState], None]
+) -> Any:
     """A tenacity ``Retrying``/``AsyncRetrying`` that retries what :func:`is_transient` allows."""
     return kind(
         stop=tenacity.stop_after_attempt(attempts),
@@ -111,7 +114,9 @@ def parse_response(status: int, text: str, *, method: str, url: str) -> dict[str
                 url=url,
                 body=text,
             )
-        raise ScriptRunnerResponseError(status, "error response that is not script-runner JSON", method=method, url=url, body=text)
+        raise ScriptRunnerResponseError(
+            status, "error response that is not script-runner JSON", method=method, url=url, body=text
+        )
     if not isinstance(body, dict):
         raise ScriptRunnerResponseError(
             status,
@@ -123,9 +128,12 @@ def parse_response(status: int, text: str, *, method: str, url: str) -> dict[str
     return body
 
 
-def malformed(error: ValueError, status: int, *, method: str, url: str, body: dict[str, Any]) -> ScriptRunnerResponseError:
-    return ScriptRunnerResponseError(status, f"malformed response: {error}", method=method, url=url, body=json.dumps(body))
-
+def malformed(
+    error: ValueError, status: int, *, method: str, url: str, body: dict[str, Any]
+) -> ScriptRunnerResponseError:
+    return ScriptRunnerResponseError(
+        status, f"malformed response: {error}", method=method, url=url, body=json.dumps(body)
+    )
 
 
 def describe_connection_failure(err: BaseException) -> str:
@@ -143,7 +151,6 @@ def describe_connection_failure(err: BaseException) -> str:
     if isinstance(err, ScriptRunnerError):
         return str(err)
     return f"{type(err).__name__}: {err}"
-
 
 
 MAY_HAVE_STARTED = (
@@ -169,12 +176,16 @@ def never_sent(err: requests.exceptions.ConnectionError) -> bool:
 
 
 def unreachable(url: str) -> ScriptRunnerConnectionError:
-    reason = "connection refused or host not found: is script-runner running there, and are Host and Port right?"
+    reason = (
+        "connection refused or host not found: is script-runner running there, and are Host and Port right?"
+    )
     return ScriptRunnerConnectionError(url, reason, may_have_reached_server=False)
 
 
 def tls_failure(url: str, detail: str) -> ScriptRunnerTLSError:
-    return ScriptRunnerTLSError(url, f"TLS failure ({detail}): check verify_ssl / ca_bundle", may_have_reached_server=False)
+    return ScriptRunnerTLSError(
+        url, f"TLS failure ({detail}): check verify_ssl / ca_bundle", may_have_reached_server=False
+    )
 
 
 def connect_timeout(url: str, timeout: Any) -> ScriptRunnerTimeoutError:
@@ -188,7 +199,9 @@ def no_response(url: str, timeout: Any) -> ScriptRunnerTimeoutError:
 
 
 def broken(url: str, detail: str) -> ScriptRunnerConnectionError:
-    return ScriptRunnerConnectionError(url, f"connection broken during the request ({detail})", may_have_reached_server=True)
+    return ScriptRunnerConnectionError(
+        url, f"connection broken during the request ({detail})", may_have_reached_server=True
+    )
 
 
 def root_message(err: BaseException) -> str:

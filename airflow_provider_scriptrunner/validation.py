@@ -7,11 +7,13 @@ Every check runs before any request is sent and raises ``TypeError`` (wrong kind
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_scriptrunner.constants import LOG_STREAMS, MAX_LOG_PAGE_BYTES, MIN_LOG_PAGE_BYTES
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def _is_int(value: Any) -> bool:
@@ -32,7 +34,9 @@ def integer(name: str, value: Any, *, minimum: int, maximum: int | None = None, 
     return value
 
 
-def optional_integer(name: str, value: Any, *, minimum: int, maximum: int | None = None, what: str = "an int") -> int | None:
+def optional_integer(
+    name: str, value: Any, *, minimum: int, maximum: int | None = None, what: str = "an int"
+) -> int | None:
     return None if value is None else integer(name, value, minimum=minimum, maximum=maximum, what=what)
 
 
@@ -43,9 +47,13 @@ def positive_seconds(name: str, value: Any) -> float | None:
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if not _is_number(value):
-        raise TypeError(f"{name} must be a positive number of seconds (or a timedelta), or None, got {type(value).__name__}: {value!r:.80}")
+        raise TypeError(
+            f"{name} must be a positive number of seconds (or a timedelta), or None, got {type(value).__name__}: {value!r:.80}"
+        )
     if not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a positive number of seconds (or a timedelta), or None, got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive number of seconds (or a timedelta), or None, got {value!r}"
+        )
     return float(value)
 
 
@@ -67,7 +75,9 @@ def timestamp(name: str, value: Any) -> float | None:
 
 def conn_id(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"scriptrunner_conn_id must be a non-empty connection id such as 'scriptrunner_default', got {value!r}")
+        raise ValueError(
+            f"scriptrunner_conn_id must be a non-empty connection id such as 'scriptrunner_default', got {value!r}"
+        )
     return value
 
 
@@ -79,10 +89,10 @@ def require_text(name: str, value: Any, example: str, empty_hint: str) -> str:
     return value
 
 
-
-
 def validate_script_id(script_id: Any) -> str:
-    return require_text("script_id", script_id, "quick-echo", "give the id of a script in the server's scripts.json")
+    return require_text(
+        "script_id", script_id, "quick-echo", "give the id of a script in the server's scripts.json"
+    )
 
 
 def validate_args(args: Any) -> list[str]:
@@ -102,17 +112,23 @@ def validate_args(args: Any) -> list[str]:
                     item.encode("utf-8")
                 except UnicodeEncodeError:
                     # A lone surrogate cannot reach a process as text: the server would fail or mangle it.
-                    raise ValueError(f"args[{index}] is not valid Unicode text (it holds a lone surrogate): {item!r:.80}") from None
+                    raise ValueError(
+                        f"args[{index}] is not valid Unicode text (it holds a lone surrogate): {item!r:.80}"
+                    ) from None
             result.append(item)
         elif isinstance(item, (int, float)) and not isinstance(item, bool):
             result.append(str(item))
         else:
-            raise TypeError(f"args[{index}] must be a string (or a number), got {type(item).__name__}: {item!r:.80}")
+            raise TypeError(
+                f"args[{index}] must be a string (or a number), got {type(item).__name__}: {item!r:.80}"
+            )
     return result
 
 
 def validate_job_id(job_id: Any) -> str:
-    require_text("job_id", job_id, "job_1795342284509_3", "pass the job id returned when the script was submitted")
+    require_text(
+        "job_id", job_id, "job_1795342284509_3", "pass the job id returned when the script was submitted"
+    )
     if job_id.strip() in (".", ".."):
         # Dot segments would be folded away by URL normalisation and hit another route.
         raise ValueError(f"job_id {job_id!r} is not a job id")
@@ -123,7 +139,6 @@ def validate_stream(stream: Any) -> str:
     if stream not in LOG_STREAMS:
         raise ValueError(f"stream must be 'stdout' or 'stderr', got {stream!r}")
     return stream
-
 
 
 def offset(name: str, value: Any) -> int:
@@ -137,7 +152,9 @@ def log_limit(value: Any) -> int | None:
 
 def page_size(name: str, value: Any) -> int:
     """Bytes per log request: a page must hold one whole UTF-8 character."""
-    return integer(name, value, minimum=MIN_LOG_PAGE_BYTES, maximum=MAX_LOG_PAGE_BYTES, what="a number of bytes")
+    return integer(
+        name, value, minimum=MIN_LOG_PAGE_BYTES, maximum=MAX_LOG_PAGE_BYTES, what="a number of bytes"
+    )
 
 
 def byte_count(name: str, value: Any) -> int:
@@ -155,7 +172,9 @@ def skip_codes(skip_on_exit_code: int | Iterable[int] | None) -> frozenset[int]:
     try:
         codes = frozenset(skip_on_exit_code)
     except TypeError:
-        raise TypeError(f"skip_on_exit_code must be an int or a list of ints, got {skip_on_exit_code!r}") from None
+        raise TypeError(
+            f"skip_on_exit_code must be an int or a list of ints, got {skip_on_exit_code!r}"
+        ) from None
     if not all(_is_int(code) for code in codes):
         raise TypeError(f"skip_on_exit_code must contain only ints, got {sorted(codes, key=str)!r}")
     return codes

@@ -63,7 +63,10 @@ def task_deadline(
     begin = _epoch(start, now)
     candidates = [
         Deadline(begin + value, limit, value)
-        for limit, value in ((TIMEOUT, positive_seconds(TIMEOUT, timeout)), (EXECUTION_TIMEOUT, positive_seconds(EXECUTION_TIMEOUT, execution_timeout)))
+        for limit, value in (
+            (TIMEOUT, positive_seconds(TIMEOUT, timeout)),
+            (EXECUTION_TIMEOUT, positive_seconds(EXECUTION_TIMEOUT, execution_timeout)),
+        )
         if value is not None
     ]
     return min(candidates, key=lambda d: d.at) if candidates else None
@@ -83,7 +86,9 @@ class IdleWatch:
     :param since: when those sizes were first seen while running (epoch seconds), or None.
     """
 
-    def __init__(self, idle_timeout: float | None, sizes: tuple[int, int] | None = None, since: float | None = None) -> None:
+    def __init__(
+        self, idle_timeout: float | None, sizes: tuple[int, int] | None = None, since: float | None = None
+    ) -> None:
         self.idle_timeout = positive_seconds(IDLE_TIMEOUT, idle_timeout)
         self.sizes = tuple(sizes) if sizes is not None else None
         self.since = since

@@ -82,7 +82,9 @@ def write_results(rows: list[Row], info: dict[str, str], seconds: float) -> None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help=f"comma-separated subset of {', '.join(NAMES)}; prints without writing RESULTS.md")
+    parser.add_argument(
+        "--only", help=f"comma-separated subset of {', '.join(NAMES)}; prints without writing RESULTS.md"
+    )
     options = parser.parse_args(argv)
     selected = set(NAMES) if not options.only else {name.strip() for name in options.only.split(",")}
     unknown = selected - set(NAMES)
@@ -109,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         if "logs" in selected:
             rows += log_retrieval.run(workdir)[0]
         # The 60 s jobs wait in the background while the fan-in trials run in child processes.
-        with requests_per_job.LongJobs(workdir) if "requests" in selected else contextlib.nullcontext() as long_jobs:
+        with (
+            requests_per_job.LongJobs(workdir)
+            if "requests" in selected
+            else contextlib.nullcontext() as long_jobs
+        ):
             if "fan-in" in selected:
                 rows += fan_in.run(workdir)[0]
             if long_jobs is not None:

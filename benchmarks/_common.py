@@ -42,7 +42,10 @@ def route_task_log(path: Path) -> None:
     if hasattr(factory, "io"):
         factory.io = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
     else:  # pragma: no cover - another structlog setup: keep it, but off the terminal
-        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=open(path, "a", encoding="utf-8")))
+        structlog.configure(
+            # The benchmark process's whole life: closed when it exits.
+            logger_factory=structlog.WriteLoggerFactory(file=open(path, "a", encoding="utf-8"))  # noqa: SIM115
+        )
 
 
 def set_connection(conn_id: str, port: int, conn_type: str = "scriptrunner") -> None:
@@ -63,7 +66,12 @@ def server_has_nagle() -> bool:
 
 @contextlib.contextmanager
 def bundled_server(
-    directory: Path, scripts: dict[str, Any], conn_id: str = "scriptrunner_default", *, nodelay: bool = True, **runner: Any
+    directory: Path,
+    scripts: dict[str, Any],
+    conn_id: str = "scriptrunner_default",
+    *,
+    nodelay: bool = True,
+    **runner: Any,
 ) -> Iterator[Any]:
     """
     The bundled script-runner server (own process group, 127.0.0.1), always stopped.

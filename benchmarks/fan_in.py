@@ -67,7 +67,15 @@ class MockServer:
 
     def __enter__(self) -> MockServer:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.mock_jobs_server", "--port", "0", "--max-seconds", str(self.max_seconds)],
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.mock_jobs_server",
+                "--port",
+                "0",
+                "--max-seconds",
+                str(self.max_seconds),
+            ],
             cwd=PACKAGE_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -135,7 +143,9 @@ def _fired_ok(kind: str, payload: Any) -> bool:
     return payload is True
 
 
-async def _trial(kind: str, port: int, count: int, poll: float, end_min: float, end_max: float, seed: int) -> dict[str, Any]:
+async def _trial(
+    kind: str, port: int, count: int, poll: float, end_min: float, end_max: float, seed: int
+) -> dict[str, Any]:
     base = time.time()
     rng = random.Random(seed)
     ends = [base + end_min + (end_max - end_min) * i / max(1, count - 1) for i in range(count)]
@@ -244,7 +254,17 @@ def child(options: argparse.Namespace) -> None:
 
     rss_before = _rss_kib()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    result = asyncio.run(_trial(options.kind, options.port, options.count, options.poll, options.end_min, options.end_max, options.seed))
+    result = asyncio.run(
+        _trial(
+            options.kind,
+            options.port,
+            options.count,
+            options.poll,
+            options.end_min,
+            options.end_max,
+            options.seed,
+        )
+    )
     result.update(
         kind=options.kind,
         cpu=time.process_time() - cpu0,
@@ -265,7 +285,9 @@ def _run_child(workdir: Path, kind: str, port: int, seed: int = 0, count: int = 
         "--workdir", str(workdir), "--count", str(count), "--poll", str(POLL_INTERVAL),
         "--end-min", str(END_MIN), "--end-max", str(END_MAX), "--seed", str(seed),
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=PACKAGE_ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=PACKAGE_ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, _ = process.communicate(timeout=CHILD_TIMEOUT)
     finally:
@@ -287,7 +309,9 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
         "failures": sum(len(t["failures"]) for t in trials),
         "cpu_per_1000_polls": live_cpu / live_polls * 1000,
         "cpu_per_wall": live_cpu / sum(t["live_wall"] for t in trials),
-        "whole_run_cpu_per_1000_polls": sum(t["cpu"] for t in trials) / sum(t["polls"] for t in trials) * 1000,
+        "whole_run_cpu_per_1000_polls": sum(t["cpu"] for t in trials)
+        / sum(t["polls"] for t in trials)
+        * 1000,
         "polls": sum(t["polls"] for t in trials),
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
@@ -301,14 +325,23 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
 def ensure_http_provider() -> None:
     """Install apache-airflow-providers-http into this interpreter's environment on first use."""
     try:
-        import airflow.providers.http.triggers.http  # noqa: F401
+        import airflow.providers.http.triggers.http
     except ImportError:
         from importlib import metadata
 
         airflow = f"apache-airflow=={metadata.version('apache-airflow')}"  # never let pip move Airflow
         log(f"installing apache-airflow-providers-http (for the fan-in comparison, with {airflow}) ...")
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "apache-airflow-providers-http", airflow],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "apache-airflow-providers-http",
+                airflow,
+            ],
             check=True,
         )
 
@@ -357,7 +390,15 @@ def run(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
     )  # fmt: skip
     for kind, summary in (("ours", ours), ("HttpSensorTrigger", theirs)):
         if summary["failures"] or summary["events"] != COUNT * ROUNDS:
-            rows.append(Row(name, f"{kind}: events", f"{summary['events']} ({summary['failures']} wrong)", f"{COUNT * ROUNDS}", False))
+            rows.append(
+                Row(
+                    name,
+                    f"{kind}: events",
+                    f"{summary['events']} ({summary['failures']} wrong)",
+                    f"{COUNT * ROUNDS}",
+                    False,
+                )
+            )
     return rows, {"ours": ours, "HttpSensorTrigger": theirs, "client_cpu_ms_per_request": floor}
 
 

@@ -50,7 +50,9 @@ def measure_speed(url: str, conn_id: str, job_id: str) -> dict[str, list[float]]
 
     def raw() -> float:
         start = time.perf_counter()
-        response = requests.get(f"{url}/jobs/{job_id}/logs", params={"stream": "stdout", "offset": 0, "limit": MIB}, timeout=30)
+        response = requests.get(
+            f"{url}/jobs/{job_id}/logs", params={"stream": "stdout", "offset": 0, "limit": MIB}, timeout=30
+        )
         data = response.json()["data"]
         elapsed = time.perf_counter() - start
         assert len(data) == MIB
@@ -79,7 +81,9 @@ def measure_memory(conn_id: str, job_id: str, max_output_bytes: int | None = Non
         _OutputCapture,
     )
 
-    op = ScriptRunnerRunScriptOperator(task_id="bench", script_id="mib", deferrable=False, scriptrunner_conn_id=conn_id)
+    op = ScriptRunnerRunScriptOperator(
+        task_id="bench", script_id="mib", deferrable=False, scriptrunner_conn_id=conn_id
+    )
     page = op.log_page_bytes
     cap = op.max_output_bytes if max_output_bytes is None else max_output_bytes
     hook = ScriptRunnerHook(conn_id)
@@ -136,4 +140,7 @@ def run(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
                 f"{result['retained'] / 1024:.0f} KiB kept afterwards",
             )
         )
-    return rows, {"median_ms": {k: round(v, 2) for k, v in medians.items()}, "memory": [memory, streaming_only]}
+    return rows, {
+        "median_ms": {k: round(v, 2) for k, v in medians.items()},
+        "memory": [memory, streaming_only],
+    }

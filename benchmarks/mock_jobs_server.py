@@ -60,12 +60,21 @@ class MockJobsServer:
             try:
                 end_ms = int(job_id.split("_")[1])
             except (IndexError, ValueError):
-                return 404, {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {job_id}"}}
+                return 404, {
+                    "ok": False,
+                    "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {job_id}"},
+                }
             now_ms = int(time.time() * 1000)
             if now_ms < end_ms and headers.get("x-absent-while-running") == "1":
-                return 404, {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {job_id}"}}
+                return 404, {
+                    "ok": False,
+                    "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {job_id}"},
+                }
             return 200, job_body(job_id, end_ms, now_ms)
-        return 404, {"ok": False, "error": {"code": "NOT_FOUND", "message": f"route not found: {method} {path}"}}
+        return 404, {
+            "ok": False,
+            "error": {"code": "NOT_FOUND", "message": f"route not found: {method} {path}"},
+        }
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -110,7 +119,9 @@ async def serve(port: int, max_seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mock_jobs_server")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--max-seconds", type=float, default=600.0, help="exit after this long, whatever happens")
+    parser.add_argument(
+        "--max-seconds", type=float, default=600.0, help="exit after this long, whatever happens"
+    )
     options = parser.parse_args()
     asyncio.run(serve(options.port, options.max_seconds))
 

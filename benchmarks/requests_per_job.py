@@ -52,7 +52,11 @@ def _worker_mode(conn_id: str) -> dict[str, Any]:
     )
 
     op = ScriptRunnerRunScriptOperator(
-        task_id="bench", script_id="sleep", args=[str(JOB_SECONDS)], deferrable=False, scriptrunner_conn_id=conn_id
+        task_id="bench",
+        script_id="sleep",
+        args=[str(JOB_SECONDS)],
+        deferrable=False,
+        scriptrunner_conn_id=conn_id,
     )
     return op.execute(make_context())
 
@@ -64,7 +68,11 @@ def _deferred_mode(conn_id: str) -> dict[str, Any]:
     )
 
     op = ScriptRunnerRunScriptOperator(
-        task_id="bench", script_id="sleep", args=[str(JOB_SECONDS)], deferrable=True, scriptrunner_conn_id=conn_id
+        task_id="bench",
+        script_id="sleep",
+        args=[str(JOB_SECONDS)],
+        deferrable=True,
+        scriptrunner_conn_id=conn_id,
     )
     context = make_context()
     try:
@@ -96,8 +104,12 @@ class LongJobs:
         log(f"requests per job: a {JOB_SECONDS} s job in worker and deferred mode, in the background ...")
         for mode, target in (("worker", _worker_mode), ("deferred", _deferred_mode)):
             conn_id = f"bench_rpj_{mode}"
-            self.servers[mode] = self.stack.enter_context(bundled_server(self.workdir / f"rpj-{mode}", SCRIPTS, conn_id, maxConcurrent=2))
-            self.threads[mode] = threading.Thread(target=self._run, args=(mode, target, conn_id), name=f"rpj-{mode}", daemon=True)
+            self.servers[mode] = self.stack.enter_context(
+                bundled_server(self.workdir / f"rpj-{mode}", SCRIPTS, conn_id, maxConcurrent=2)
+            )
+            self.threads[mode] = threading.Thread(
+                target=self._run, args=(mode, target, conn_id), name=f"rpj-{mode}", daemon=True
+            )
         for thread in self.threads.values():
             thread.start()
         return self
@@ -107,7 +119,7 @@ class LongJobs:
         try:
             result = target(conn_id)
             self.results[mode] = {"result": result, "seconds": time.perf_counter() - start}
-        except BaseException as err:  # noqa: BLE001 - reported as a row
+        except BaseException as err:
             self.results[mode] = {"error": f"{type(err).__name__}: {err}"}
 
     def __exit__(self, *exc: object) -> None:
@@ -122,7 +134,14 @@ class LongJobs:
             requests = count_requests(self.servers[mode])
             if "error" in outcome:
                 rows.append(
-                    Row("Requests per job", f"{mode} mode, {JOB_SECONDS} s job", "failed", f"<= {REQUEST_TARGET}", False, outcome["error"])
+                    Row(
+                        "Requests per job",
+                        f"{mode} mode, {JOB_SECONDS} s job",
+                        "failed",
+                        f"<= {REQUEST_TARGET}",
+                        False,
+                        outcome["error"],
+                    )
                 )
                 continue
             assert outcome["result"]["status"] == "succeeded", outcome
@@ -148,7 +167,11 @@ def quick_result(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
 
     def run_once(first_poll: float | None = None) -> float:
         op = ops.ScriptRunnerRunScriptOperator(
-            task_id="bench", script_id="sleep", args=[str(QUICK_SECONDS)], deferrable=False, scriptrunner_conn_id="bench_quick"
+            task_id="bench",
+            script_id="sleep",
+            args=[str(QUICK_SECONDS)],
+            deferrable=False,
+            scriptrunner_conn_id="bench_quick",
         )
         saved = ops.FIRST_POLL_DELAY
         ops.FIRST_POLL_DELAY = saved if first_poll is None else first_poll

@@ -56,7 +56,9 @@ def operator_run(conn_id: str, first_poll: float | None = None) -> Callable[[], 
     from airflow_provider_scriptrunner.operators import run_script as ops
 
     def operator() -> float:
-        op = ops.ScriptRunnerRunScriptOperator(task_id="bench", script_id="quick", deferrable=False, scriptrunner_conn_id=conn_id)
+        op = ops.ScriptRunnerRunScriptOperator(
+            task_id="bench", script_id="quick", deferrable=False, scriptrunner_conn_id=conn_id
+        )
         context = make_context()
         saved = ops.FIRST_POLL_DELAY
         if first_poll is not None:
@@ -83,14 +85,17 @@ def run(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
         if ops.FIRST_POLL_DELAY != OLD_FIRST_POLL_DELAY:
             variants["operator, first poll 0.1 s (before)"] = operator_run("bench_sync", OLD_FIRST_POLL_DELAY)
         if server_has_nagle():
-            shipped = stack.enter_context(bundled_server(workdir / "sync-overhead-shipped", SCRIPTS, "bench_sync_shipped", nodelay=False))
+            shipped = stack.enter_context(
+                bundled_server(
+                    workdir / "sync-overhead-shipped", SCRIPTS, "bench_sync_shipped", nodelay=False
+                )
+            )
             variants["raw, server as shipped"] = raw_run(shipped.url)
             variants["operator, server as shipped"] = operator_run("bench_sync_shipped")
         interleaved(WARMUP, variants)
         samples = interleaved(RUNS, variants)
 
     medians = {name: median(values) * 1000 for name, values in samples.items()}
-    raw_ms = medians["raw"]
     rows = []
     for name, ms in medians.items():
         if name.startswith("raw"):

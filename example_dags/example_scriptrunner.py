@@ -45,7 +45,9 @@ with DAG(
         poll_interval=2,
     )
 
-    submit_report = ScriptRunnerSubmitScriptOperator(task_id="submit_report", script_id="report", args=["5", "2"])
+    submit_report = ScriptRunnerSubmitScriptOperator(
+        task_id="submit_report", script_id="report", args=["5", "2"]
+    )
     wait_report = ScriptRunnerJobSensor(
         task_id="wait_report",
         job_id="{{ ti.xcom_pull(task_ids='submit_report') }}",

@@ -35,7 +35,9 @@ with DAG(
     catchup=False,
     tags=["example", "scriptrunner"],
 ) as dag:
-    submit_report = ScriptRunnerSubmitScriptOperator(task_id="submit_report", script_id="report", args=["4", "3"])
+    submit_report = ScriptRunnerSubmitScriptOperator(
+        task_id="submit_report", script_id="report", args=["4", "3"]
+    )
 
     wait_for_report = ScriptRunnerJobSensor(
         task_id="wait_for_report",

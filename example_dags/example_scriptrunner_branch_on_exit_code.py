@@ -34,7 +34,11 @@ with DAG(
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"exit_code": Param(STALE, type="integer", minimum=0, maximum=255, description="exit code of the check")},
+    params={
+        "exit_code": Param(
+            STALE, type="integer", minimum=0, maximum=255, description="exit code of the check"
+        )
+    },
     tags=["example", "scriptrunner"],
 ) as dag:
     check_freshness = ScriptRunnerRunScriptOperator(
@@ -45,7 +49,9 @@ with DAG(
         poll_interval=1,
     )
 
-    publish = ScriptRunnerRunScriptOperator(task_id="publish", script_id="greet", args=["readers"], poll_interval=1)
+    publish = ScriptRunnerRunScriptOperator(
+        task_id="publish", script_id="greet", args=["readers"], poll_interval=1
+    )
 
     refresh = ScriptRunnerRunScriptOperator(
         task_id="refresh",

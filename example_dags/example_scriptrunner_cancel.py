@@ -33,7 +33,9 @@ with DAG(
     catchup=False,
     tags=["example", "scriptrunner"],
 ) as dag:
-    start_long_job = ScriptRunnerSubmitScriptOperator(task_id="start_long_job", script_id="sleepy", args=["600"])
+    start_long_job = ScriptRunnerSubmitScriptOperator(
+        task_id="start_long_job", script_id="sleepy", args=["600"]
+    )
 
     cancel_long_job = ScriptRunnerCancelJobOperator(
         task_id="cancel_long_job", job_id=JOB_ID, wait_timeout=30, poll_interval=0.5

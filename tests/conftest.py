@@ -9,11 +9,11 @@ import tempfile
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="scriptrunner-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
-import pytest  # noqa: E402
-import tenacity  # noqa: E402
+import pytest
+import tenacity
 
-from airflow_provider_scriptrunner import transport  # noqa: E402
-from airflow_provider_scriptrunner.testing.server import TERMINAL_STATUSES, Job  # noqa: E402
+from airflow_provider_scriptrunner import transport
+from airflow_provider_scriptrunner.testing.server import TERMINAL_STATUSES, Job
 
 BASE_URL = "http://sr.test:8080"
 TOKEN = "s3cr3t-token-value"
@@ -60,7 +60,7 @@ def mixed_text(size, seed=7):
     return "".join(out).encode()
 """
 _namespace: dict = {}
-exec(MIXED_TEXT_SOURCE, _namespace)  # noqa: S102 - our own constant
+exec(MIXED_TEXT_SOURCE, _namespace)
 mixed_text = _namespace["mixed_text"]
 
 
@@ -84,7 +84,9 @@ def job_body(job_id: str = "job_1_1", status: str = "running", **overrides):
     return {"ok": True, **job.to_dict(), **overrides}
 
 
-def log_page(streams: dict[str, bytes], stream: str, offset: int, limit: int, job_id: str, truncated: bool = False) -> dict:
+def log_page(
+    streams: dict[str, bytes], stream: str, offset: int, limit: int, job_id: str, truncated: bool = False
+) -> dict:
     """A log page of byte blobs exactly as script-runner pages them (U+FFFD where a page cuts a character)."""
     blob = streams[stream]
     end = min(len(blob), offset + limit) if offset < len(blob) else offset

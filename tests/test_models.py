@@ -42,13 +42,31 @@ def test_unknown_status_is_kept_non_terminal_with_a_warning(raw, caplog):
 
 
 def test_from_api_reads_every_field():
-    body = job_body("job_7_1", "failed", code=3, stdoutSize=10, stderrSize=4, stdoutTruncated=True, stderrPreview="boom\n", extraField=1)
+    body = job_body(
+        "job_7_1",
+        "failed",
+        code=3,
+        stdoutSize=10,
+        stderrSize=4,
+        stdoutTruncated=True,
+        stderrPreview="boom\n",
+        extraField=1,
+    )
     job = ScriptRunnerJob.from_api(body)
     assert (job.job_id, job.script_id, job.mode, job.exit_code) == ("job_7_1", "quick-echo", "async", 3)
-    assert (job.stdout_size, job.stderr_size, job.stdout_truncated, job.stderr_truncated) == (10, 4, True, False)
+    assert (job.stdout_size, job.stderr_size, job.stdout_truncated, job.stderr_truncated) == (
+        10,
+        4,
+        True,
+        False,
+    )
     assert job.stderr_preview == "boom\n" and job.duration_ms == 990
     assert job.ended_at == "2026-01-01T00:00:01.000Z"
-    assert job.extra == {"stdoutRef": "job_7_1.stdout.log", "stderrRef": "job_7_1.stderr.log", "extraField": 1}
+    assert job.extra == {
+        "stdoutRef": "job_7_1.stdout.log",
+        "stderrRef": "job_7_1.stderr.log",
+        "extraField": 1,
+    }
     assert not job.was_killed_or_lost
 
 

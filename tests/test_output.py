@@ -38,7 +38,9 @@ class ListLog:
 
 
 def serve(requests_mock, stdout: bytes, stderr: bytes = b"", truncated: bool = False) -> None:
-    requests_mock.get(f"{BASE_URL}/jobs/{JOB}/logs", json=log_page_callback({"stdout": stdout, "stderr": stderr}, truncated))
+    requests_mock.get(
+        f"{BASE_URL}/jobs/{JOB}/logs", json=log_page_callback({"stdout": stdout, "stderr": stderr}, truncated)
+    )
 
 
 def finished(**fields) -> ScriptRunnerJob:
@@ -108,7 +110,10 @@ def test_prime_then_rest_gives_the_same_result_as_one_capture(conn, requests_moc
         capture.pump(ScriptRunnerHook(), JOB, complete=True)
         capture.finish(finished(stdoutSize=len(blob)))
         assert capture.result() == expected, f"cap={cap} offset={offset}"
-        assert "".join(m[len("[stdout] ") :] + "\n" for m in log.lines).rstrip("\n") == text[chars:].rstrip("\n") or not text[chars:]
+        assert (
+            "".join(m[len("[stdout] ") :] + "\n" for m in log.lines).rstrip("\n") == text[chars:].rstrip("\n")
+            or not text[chars:]
+        )
 
 
 def test_prime_reads_only_the_end_it_needs(conn, requests_mock):

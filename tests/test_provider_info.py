@@ -10,14 +10,18 @@ import sys
 
 import pytest
 
-from airflow_provider_scriptrunner import CONN_FIELDS, PACKAGE_NAME, UI_FIELD_BEHAVIOUR, get_provider_info
+from airflow_provider_scriptrunner import CONN_FIELDS, PACKAGE_NAME, get_provider_info
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
 
 AIRFLOW_VERSION = tuple(int(p) for p in importlib.metadata.version("apache-airflow").split(".")[:2])
 
 
 def test_entry_point_points_at_get_provider_info():
-    eps = [ep for ep in importlib.metadata.entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_scriptrunner")]
+    eps = [
+        ep
+        for ep in importlib.metadata.entry_points(group="apache_airflow_provider")
+        if ep.value.startswith("airflow_provider_scriptrunner")
+    ]
     assert len(eps) == 1
     assert eps[0].load() is get_provider_info
     assert eps[0].dist.name == PACKAGE_NAME
@@ -39,7 +43,10 @@ def test_provider_info_matches_the_airflow_schema():
 
 def test_a_hook_without_a_connection_id_uses_scriptrunner_default(monkeypatch, requests_mock):
     # The default connection id is what Airflow's form and `airflow connections` create for the type.
-    monkeypatch.setenv("AIRFLOW_CONN_SCRIPTRUNNER_DEFAULT", json.dumps({"conn_type": "scriptrunner", "host": "sr.default", "port": 9999}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SCRIPTRUNNER_DEFAULT",
+        json.dumps({"conn_type": "scriptrunner", "host": "sr.default", "port": 9999}),
+    )
     requests_mock.get("http://sr.default:9999/healthz", json={"ok": True})
     assert ScriptRunnerHook().health() == {"ok": True}
     assert ScriptRunnerHook.get_ui_field_behaviour()["hidden_fields"] == ["schema"]
@@ -66,7 +73,9 @@ print(json.dumps(meta.model_dump(mode="json")))
 def _hook_meta(tmp_path) -> dict:
     # A fresh process: ProvidersManager caches hooks, and 3.1 only mocks wtforms on its first load.
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", HOOK_META_SCRIPT], env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", HOOK_META_SCRIPT], env=env, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -88,7 +97,9 @@ def test_connection_form_metadata_lists_custom_fields(tmp_path):
     assert standard["port"]["hidden"] is False
 
 
-@pytest.mark.skipif(AIRFLOW_VERSION >= (3, 2), reason="Airflow 3.1 only: 3.2+ reads conn-fields instead of the hook methods")
+@pytest.mark.skipif(
+    AIRFLOW_VERSION >= (3, 2), reason="Airflow 3.1 only: 3.2+ reads conn-fields instead of the hook methods"
+)
 def test_airflow_31_reads_the_hook_methods():
     info = get_provider_info()
     assert "conn-fields" in info["connection-types"][0]  # present, but 3.1 ignores it ...
@@ -100,9 +111,13 @@ def test_airflow_31_reads_the_hook_methods():
 def test_airflow_cli_lists_provider_and_hook(tmp_path):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
     airflow = [sys.executable, "-m", "airflow"]
-    providers = subprocess.run([*airflow, "providers", "list", "-o", "json"], env=env, capture_output=True, text=True, timeout=180)
+    providers = subprocess.run(
+        [*airflow, "providers", "list", "-o", "json"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert providers.returncode == 0, providers.stderr[-2000:]
     assert PACKAGE_NAME in {p["package_name"] for p in json.loads(providers.stdout)}
-    hooks = subprocess.run([*airflow, "providers", "hooks", "-o", "json"], env=env, capture_output=True, text=True, timeout=180)
+    hooks = subprocess.run(
+        [*airflow, "providers", "hooks", "-o", "json"], env=env, capture_output=True, text=True, timeout=180
+    )
     assert hooks.returncode == 0, hooks.stderr[-2000:]
     assert "airflow_provider_scriptrunner.hooks.scriptrunner.ScriptRunnerHook" in hooks.stdout

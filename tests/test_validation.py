@@ -13,23 +13,79 @@ from airflow_provider_scriptrunner import validation
     ("call", "error", "message"),
     [
         (lambda: validation.integer("n", "3", minimum=1), TypeError, "n must be an int >= 1, got str: '3'"),
-        (lambda: validation.integer("n", True, minimum=1), TypeError, "n must be an int >= 1, got bool: True"),
+        (
+            lambda: validation.integer("n", True, minimum=1),
+            TypeError,
+            "n must be an int >= 1, got bool: True",
+        ),
         (lambda: validation.integer("n", 0, minimum=1), ValueError, "n must be an int >= 1, got 0"),
-        (lambda: validation.integer("n", 9, minimum=1, maximum=5), ValueError, "n must be an int between 1 and 5, got 9"),
-        (lambda: validation.page_size("log_page_bytes", 3), ValueError, "log_page_bytes must be a number of bytes between 4 and 1048576, got 3"),
-        (lambda: validation.byte_count("max_output_bytes", -1), ValueError, "max_output_bytes must be a number of bytes >= 0, got -1"),
-        (lambda: validation.offset("offset", 1.5), TypeError, "offset must be a byte offset >= 0, got float: 1.5"),
-        (lambda: validation.log_limit(0), ValueError, "limit must be a number of bytes between 1 and 1048576, got 0"),
-        (lambda: validation.positive_seconds("timeout", 0), ValueError, "timeout must be a positive number of seconds (or a timedelta), or None, got 0"),
-        (lambda: validation.positive_seconds("timeout", "10"), TypeError, "timeout must be a positive number of seconds (or a timedelta), or None, got str: '10'"),
+        (
+            lambda: validation.integer("n", 9, minimum=1, maximum=5),
+            ValueError,
+            "n must be an int between 1 and 5, got 9",
+        ),
+        (
+            lambda: validation.page_size("log_page_bytes", 3),
+            ValueError,
+            "log_page_bytes must be a number of bytes between 4 and 1048576, got 3",
+        ),
+        (
+            lambda: validation.byte_count("max_output_bytes", -1),
+            ValueError,
+            "max_output_bytes must be a number of bytes >= 0, got -1",
+        ),
+        (
+            lambda: validation.offset("offset", 1.5),
+            TypeError,
+            "offset must be a byte offset >= 0, got float: 1.5",
+        ),
+        (
+            lambda: validation.log_limit(0),
+            ValueError,
+            "limit must be a number of bytes between 1 and 1048576, got 0",
+        ),
+        (
+            lambda: validation.positive_seconds("timeout", 0),
+            ValueError,
+            "timeout must be a positive number of seconds (or a timedelta), or None, got 0",
+        ),
+        (
+            lambda: validation.positive_seconds("timeout", "10"),
+            TypeError,
+            "timeout must be a positive number of seconds (or a timedelta), or None, got str: '10'",
+        ),
         (lambda: validation.positive_seconds("timeout", True), TypeError, "got bool: True"),
         (lambda: validation.positive_seconds("timeout", float("inf")), ValueError, "got inf"),
-        (lambda: validation.required_seconds("poll_interval", None), TypeError, "poll_interval must be a positive number of seconds (or a timedelta), got None"),
-        (lambda: validation.timestamp("end_time", float("nan")), ValueError, "end_time must be a wall-clock timestamp (epoch seconds) or None, got nan"),
-        (lambda: validation.conn_id(""), ValueError, "scriptrunner_conn_id must be a non-empty connection id such as 'scriptrunner_default', got ''"),
-        (lambda: validation.skip_codes(True), TypeError, "skip_on_exit_code must be an int or a list of ints, not a bool"),
-        (lambda: validation.skip_codes(["3"]), TypeError, "skip_on_exit_code must contain only ints, got ['3']"),
-        (lambda: validation.skip_codes(3.5), TypeError, "skip_on_exit_code must be an int or a list of ints, got 3.5"),
+        (
+            lambda: validation.required_seconds("poll_interval", None),
+            TypeError,
+            "poll_interval must be a positive number of seconds (or a timedelta), got None",
+        ),
+        (
+            lambda: validation.timestamp("end_time", float("nan")),
+            ValueError,
+            "end_time must be a wall-clock timestamp (epoch seconds) or None, got nan",
+        ),
+        (
+            lambda: validation.conn_id(""),
+            ValueError,
+            "scriptrunner_conn_id must be a non-empty connection id such as 'scriptrunner_default', got ''",
+        ),
+        (
+            lambda: validation.skip_codes(True),
+            TypeError,
+            "skip_on_exit_code must be an int or a list of ints, not a bool",
+        ),
+        (
+            lambda: validation.skip_codes(["3"]),
+            TypeError,
+            "skip_on_exit_code must contain only ints, got ['3']",
+        ),
+        (
+            lambda: validation.skip_codes(3.5),
+            TypeError,
+            "skip_on_exit_code must be an int or a list of ints, got 3.5",
+        ),
     ],
 )
 def test_bad_values_are_named_with_what_they_must_be(call, error, message):

@@ -31,7 +31,9 @@ def test_timeout_counts_from_the_try_start_not_from_now():
 
 
 def test_execution_timeout_counts_from_the_try_start():
-    assert task_deadline(START, None, timedelta(seconds=20), NOW) == Deadline(1_800_000_020.0, "execution_timeout", 20.0)
+    assert task_deadline(START, None, timedelta(seconds=20), NOW) == Deadline(
+        1_800_000_020.0, "execution_timeout", 20.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -115,7 +117,9 @@ def test_state_carried_across_the_trigger_boundary():
     state = watch.state()
     assert state == {"idle_sizes": [5, 2], "idle_since": NOW}
     resumed = IdleWatch(30, tuple(state["idle_sizes"]), state["idle_since"])
-    assert resumed.observe(job(stdoutSize=5, stderrSize=2), NOW + 30) == "stalled"  # not restarted by the deferral
+    assert (
+        resumed.observe(job(stdoutSize=5, stderrSize=2), NOW + 30) == "stalled"
+    )  # not restarted by the deferral
     fresh = IdleWatch(30, tuple(state["idle_sizes"]), state["idle_since"])
     assert fresh.observe(job(stdoutSize=6, stderrSize=2), NOW + 30) is None  # it grew meanwhile
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import tenacity
 from airflow.sdk import BaseHook
 
 from airflow_provider_scriptrunner import transport, validation
 from airflow_provider_scriptrunner.constants import CONN_TYPE, DEFAULT_CONN_ID
 from airflow_provider_scriptrunner.settings import ConnectionSettings
 from airflow_provider_scriptrunner.transport import JOB, Endpoint
+
+if TYPE_CHECKING:
+    import tenacity
 
 
 class _ScriptRunnerHookBase(BaseHook):
@@ -22,7 +24,9 @@ class _ScriptRunnerHookBase(BaseHook):
     conn_type = CONN_TYPE
     hook_name = "Script Runner"
 
-    def __init__(self, scriptrunner_conn_id: str = DEFAULT_CONN_ID, *, retries: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, scriptrunner_conn_id: str = DEFAULT_CONN_ID, *, retries: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.scriptrunner_conn_id = validation.conn_id(scriptrunner_conn_id)
         # Attempts after the first, or None for the connection's ``retries`` extra.
@@ -33,7 +37,9 @@ class _ScriptRunnerHookBase(BaseHook):
 
     def _settings_from(self, conn: Any) -> ConnectionSettings:
         if conn.conn_type and conn.conn_type != CONN_TYPE:
-            self.log.warning("Connection %r has type %r, expected %r", self.scriptrunner_conn_id, conn.conn_type, CONN_TYPE)
+            self.log.warning(
+                "Connection %r has type %r, expected %r", self.scriptrunner_conn_id, conn.conn_type, CONN_TYPE
+            )
         return ConnectionSettings.from_connection(conn)
 
     def _url(self, settings: ConnectionSettings, endpoint: Endpoint, job_id: str | None) -> str:

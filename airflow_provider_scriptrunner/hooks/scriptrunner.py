@@ -13,15 +13,12 @@ importable from here too, as before.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import cached_property
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import requests
 import tenacity
-from airflow.sdk import BaseHook
 
 from airflow_provider_scriptrunner import transport, validation
 from airflow_provider_scriptrunner.constants import (
@@ -39,10 +36,15 @@ from airflow_provider_scriptrunner.exceptions import (
     ScriptRunnerApiError,
     ScriptRunnerConnectionError,
 )
+from airflow_provider_scriptrunner.hooks._base import _ScriptRunnerHookBase
 from airflow_provider_scriptrunner.log_paging import LogCursor, exact_chunk, log_page, log_params
 from airflow_provider_scriptrunner.models import LogChunk, LogPage, ScriptRunnerJob
-from airflow_provider_scriptrunner.hooks._base import _ScriptRunnerHookBase
-from airflow_provider_scriptrunner.settings import USER_AGENT, ConnectionSettings, aget_connection, build_base_url
+from airflow_provider_scriptrunner.settings import (
+    USER_AGENT,
+    ConnectionSettings,
+    aget_connection,
+    build_base_url,
+)
 from airflow_provider_scriptrunner.transport import (
     CANCEL,
     HEALTH,
@@ -55,7 +57,15 @@ from airflow_provider_scriptrunner.transport import (
     is_transient,
     parse_response,
 )
-from airflow_provider_scriptrunner.validation import validate_args, validate_job_id, validate_script_id, validate_stream
+from airflow_provider_scriptrunner.validation import (
+    validate_args,
+    validate_job_id,
+    validate_script_id,
+    validate_stream,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
 __all__ = [
     "CANCEL",
@@ -172,13 +182,22 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, endpoint: Endpoint, url: str, params: Any, json_body: Any, timeout: Any) -> tuple[int, dict[str, Any]]:
+    def _send(
+        self, endpoint: Endpoint, url: str, params: Any, json_body: Any, timeout: Any
+    ) -> tuple[int, dict[str, Any]]:
         try:
             response = self.session.request(
-                endpoint.method, url, params=params, json=json_body, timeout=timeout, verify=self.settings.verify
+                endpoint.method,
+                url,
+                params=params,
+                json=json_body,
+                timeout=timeout,
+                verify=self.settings.verify,
             )
             status, text = response.status_code, response.text
-            del response  # free the raw body: a log page is then in memory twice (text, parsed), not three times
+            del (
+                response
+            )  # free the raw body: a log page is then in memory twice (text, parsed), not three times
         except requests.exceptions.SSLError as err:
             raise transport.tls_failure(url, transport.root_message(err)) from None
         except requests.exceptions.ConnectTimeout:
@@ -186,10 +205,16 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
         except requests.exceptions.ReadTimeout:
             raise transport.no_response(url, timeout) from None
         except requests.exceptions.ConnectionError as err:
-            raise (transport.unreachable(url) if transport.never_sent(err) else transport.broken(url, transport.root_message(err))) from None
+            raise (
+                transport.unreachable(url)
+                if transport.never_sent(err)
+                else transport.broken(url, transport.root_message(err))
+            ) from None
         except requests.exceptions.RequestException as err:
             # ChunkedEncodingError and friends: the response body was cut off.
-            raise ScriptRunnerConnectionError(url, f"response broken off ({transport.root_message(err)})", may_have_reached_server=True) from None
+            raise ScriptRunnerConnectionError(
+                url, f"response broken off ({transport.root_message(err)})", may_have_reached_server=True
+            ) from None
         return status, parse_response(status, text, method=endpoint.method, url=url)
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -198,7 +223,9 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
         """GET /healthz."""
         return self._request(HEALTH)[1]
 
-    def run_script(self, script_id: str, args: Sequence[Any] | None = None, *, timeout: float | None = None) -> ScriptRunnerJob:
+    def run_script(
+        self, script_id: str, args: Sequence[Any] | None = None, *, timeout: float | None = None
+    ) -> ScriptRunnerJob:
         """
         Run a script in the server's sync mode and return the finished job.
 
@@ -217,7 +244,13 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
         status, data = self._request(RUN, json_body=body)
         job_id = data.get("jobId")
         if not isinstance(job_id, str) or not job_id:
-            raise transport.malformed(ValueError("no jobId in the answer to an async run"), status, method="POST", url="/run", body=data)
+            raise transport.malformed(
+                ValueError("no jobId in the answer to an async run"),
+                status,
+                method="POST",
+                url="/run",
+                body=data,
+            )
         return job_id
 
     def get_job(self, job_id: str) -> ScriptRunnerJob:
@@ -235,7 +268,9 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
         status, data = self._request(CANCEL, job_id=job_id)
         return self._job(data, status, "POST", f"/jobs/{job_id}/cancel")
 
-    def get_log_page(self, job_id: str, stream: str = "stdout", offset: int = 0, limit: int | None = None) -> LogPage:
+    def get_log_page(
+        self, job_id: str, stream: str = "stdout", offset: int = 0, limit: int | None = None
+    ) -> LogPage:
         """One byte page of a log stream, as the server returns it."""
         params = log_params(stream, offset, limit)
         status, data = self._request(LOGS, job_id=job_id, params=params)
@@ -340,7 +375,9 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _request(self, endpoint: Endpoint, *, job_id: str | None = None, params: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    async def _request(
+        self, endpoint: Endpoint, *, job_id: str | None = None, params: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         settings = await self.get_settings()
         url = self._url(settings, endpoint, job_id)
         async for attempt in self._retrying(settings, endpoint, tenacity.AsyncRetrying):
@@ -348,7 +385,9 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
                 return await self._send(endpoint, url, params, settings.timeout)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(self, endpoint: Endpoint, url: str, params: Any, timeout: float) -> tuple[int, dict[str, Any]]:
+    async def _send(
+        self, endpoint: Endpoint, url: str, params: Any, timeout: float
+    ) -> tuple[int, dict[str, Any]]:
         client = await self.get_client()
         try:
             response = await client.request(endpoint.method, url, params=params)
@@ -357,10 +396,16 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         except httpx.TimeoutException:
             raise transport.no_response(url, timeout) from None
         except httpx.ConnectError as err:
-            raise (transport.tls_failure(url, str(err)) if transport.has_ssl_cause(err) else transport.unreachable(url)) from None
+            raise (
+                transport.tls_failure(url, str(err))
+                if transport.has_ssl_cause(err)
+                else transport.unreachable(url)
+            ) from None
         except httpx.TransportError as err:
             raise transport.broken(url, f"{type(err).__name__}: {err}") from None
-        return response.status_code, parse_response(response.status_code, response.text, method=endpoint.method, url=url)
+        return response.status_code, parse_response(
+            response.status_code, response.text, method=endpoint.method, url=url
+        )
 
     async def health(self) -> dict[str, Any]:
         return (await self._request(HEALTH))[1]
@@ -373,7 +418,9 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         status, data = await self._request(CANCEL, job_id=job_id)
         return ScriptRunnerHook._job(data, status, "POST", f"/jobs/{job_id}/cancel")
 
-    async def get_log_page(self, job_id: str, stream: str = "stdout", offset: int = 0, limit: int | None = None) -> LogPage:
+    async def get_log_page(
+        self, job_id: str, stream: str = "stdout", offset: int = 0, limit: int | None = None
+    ) -> LogPage:
         status, data = await self._request(LOGS, job_id=job_id, params=log_params(stream, offset, limit))
         return log_page(data, status, job_id)
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner.constants import DEFAULT_LOG_PAGE_BYTES, LOG_STREAMS
 from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobError
-from airflow_provider_scriptrunner.hooks.scriptrunner import validate_args, validate_job_id, validate_script_id
+from airflow_provider_scriptrunner.hooks.scriptrunner import (
+    validate_args,
+    validate_job_id,
+    validate_script_id,
+)
 from airflow_provider_scriptrunner.models import JobStatus
 from airflow_provider_scriptrunner.operators._base import DEFAULT_MAX_OUTPUT_BYTES, _ScriptRunnerOperatorBase
 from airflow_provider_scriptrunner.output import OutputCapture, truncation_warning
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.sdk import Context
 
 
@@ -32,7 +37,7 @@ class ScriptRunnerSubmitScriptOperator(_ScriptRunnerOperatorBase):
     """
 
     template_fields: Sequence[str] = ("script_id", "args", "scriptrunner_conn_id")
-    template_fields_renderers = {"args": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"args": "json"}
 
     def __init__(self, *, script_id: str, args: Sequence[Any] | str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -62,7 +67,9 @@ class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
 
     template_fields: Sequence[str] = ("job_id", "scriptrunner_conn_id")
 
-    def __init__(self, *, job_id: str, wait_timeout: float = 60.0, poll_interval: float = 0.5, **kwargs: Any) -> None:
+    def __init__(
+        self, *, job_id: str, wait_timeout: float = 60.0, poll_interval: float = 0.5, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.job_id = job_id
         self.wait_timeout = validation.required_seconds("wait_timeout", wait_timeout)
@@ -79,7 +86,8 @@ class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
         while not job.is_terminal:
             if time.monotonic() >= deadline:
                 raise ScriptRunnerJobError(
-                    f"job {job_id} was asked to stop but is still {job.status.value} after {self.wait_timeout:g} s", job
+                    f"job {job_id} was asked to stop but is still {job.status.value} after {self.wait_timeout:g} s",
+                    job,
                 )
             time.sleep(self.poll_interval)
             job = self.hook.get_job(job_id)
@@ -121,7 +129,9 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
         self.job_id = job_id
         self.stream = stream
         self.offset = validation.offset("offset", offset)
-        self.limit = validation.optional_integer("limit", limit, minimum=1, what="a number of bytes (None: everything)")
+        self.limit = validation.optional_integer(
+            "limit", limit, minimum=1, what="a number of bytes (None: everything)"
+        )
         self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
         self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
 
@@ -136,7 +146,9 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
         complete = job.is_terminal
         result: dict[str, Any] = {"job_id": job_id}
         for stream in streams:
-            capture = OutputCapture(stream, self.max_output_bytes, self.log_page_bytes, self.log, offset=self.offset)
+            capture = OutputCapture(
+                stream, self.max_output_bytes, self.log_page_bytes, self.log, offset=self.offset
+            )
             capture.pump(self.hook, job_id, complete=complete, max_bytes=self.limit)
             capture.finish()
             if complete and capture.server_truncated:

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner._compat import AirflowSkipException, default_deferrable
 from airflow_provider_scriptrunner.constants import DEFAULT_CONN_ID, DEFAULT_LOG_PAGE_BYTES, LOG_STREAMS
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
+from airflow_provider_scriptrunner.exceptions import (
+    ScriptRunnerError,
+    ScriptRunnerJobError,
+    ScriptRunnerJobNotFoundError,
+)
 from airflow_provider_scriptrunner.hooks.scriptrunner import validate_args, validate_script_id
 from airflow_provider_scriptrunner.job_store import JobStore
 from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
-from airflow_provider_scriptrunner.operators._base import DEFAULT_MAX_OUTPUT_BYTES, XCOM_JOB_ID, _ScriptRunnerOperatorBase
+from airflow_provider_scriptrunner.operators._base import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    XCOM_JOB_ID,
+    _ScriptRunnerOperatorBase,
+)
 from airflow_provider_scriptrunner.outcome import Verdict, judge_job
 from airflow_provider_scriptrunner.output import OutputCapture
 from airflow_provider_scriptrunner.triggers.scriptrunner import XCOM_OWNER_TRY, ScriptRunnerJobTrigger
 from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, Deadline, IdleWatch, next_wake, task_deadline
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from airflow.sdk import Context
 
 #: Worker-mode polling starts fast (a quick script is seen at once) and slows down to poll_interval.
@@ -80,7 +89,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     """
 
     template_fields: Sequence[str] = ("script_id", "args", "scriptrunner_conn_id")
-    template_fields_renderers = {"args": "json"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"args": "json"}
     ui_color = "#e8f4e8"
 
     def __init__(
@@ -148,7 +157,9 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     def _deadline(self, context: Context) -> Deadline | None:
         """The earliest of ``timeout`` and ``execution_timeout``, from the try's start."""
         start = getattr(context.get("ti"), "start_date", None)
-        return task_deadline(start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time())
+        return task_deadline(
+            start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time()
+        )
 
     def _defer(self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch) -> None:
         # The try that owns the job, for the trigger's cancel decision after a clear.
@@ -169,7 +180,9 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             method_name="execute_complete",
             # A backstop only: the trigger fires at the deadline itself. Should the triggerer be
             # down then, Airflow ends the deferral a little later, and resume_execution cancels.
-            timeout=None if deadline is None else timedelta(seconds=max(0.0, deadline.at - time.time()) + DEFER_TIMEOUT_GRACE),
+            timeout=None
+            if deadline is None
+            else timedelta(seconds=max(0.0, deadline.at - time.time()) + DEFER_TIMEOUT_GRACE),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
@@ -178,7 +191,11 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         self.job_id = result.job_id
         store = JobStore(context, self.log)
         if result.status in (EVENT_ERROR, EVENT_TIMEOUT):
-            why = "the job could not be followed" if result.status == EVENT_ERROR else f"{result.limit or 'a limit'} passed"
+            why = (
+                "the job could not be followed"
+                if result.status == EVENT_ERROR
+                else f"{result.limit or 'a limit'} passed"
+            )
             self._canceled_job = self.job_id if result.canceled else None  # the trigger did it
             if self._cancel_quietly(why):
                 store.clear()
@@ -191,7 +208,9 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow ended the deferral itself (trigger timeout or failure): cancel the job, then fail."""
         if next_method == TRIGGER_FAIL_REPR and self.cancel_on_kill:
-            self.job_id = JobStore(context, self.log).get() or context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_JOB_ID)
+            self.job_id = JobStore(context, self.log).get() or context["ti"].xcom_pull(
+                task_ids=self.task_id, key=XCOM_JOB_ID
+            )
             if self.job_id:
                 try:
                     live = not self.hook.get_job(self.job_id).is_terminal
@@ -199,10 +218,14 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
                     self.log.warning("Could not read job %s after the deferral ended: %s", self.job_id, err)
                     live = True
                 if live:
-                    self._cancel_quietly("Airflow ended the deferral (its trigger timed out or failed)", retries=1)
+                    self._cancel_quietly(
+                        "Airflow ended the deferral (its trigger timed out or failed)", retries=1
+                    )
         return super().resume_execution(next_method, next_kwargs, context)
 
-    def _wait_in_worker(self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch) -> dict[str, Any] | None:
+    def _wait_in_worker(
+        self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch
+    ) -> dict[str, Any] | None:
         captures = self._captures()
         delay = FIRST_POLL_DELAY
         while True:
@@ -212,11 +235,15 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
                 return self._finish(context, job, captures)
             if self.stream_logs:
                 for stream, capture in captures.items():
-                    if getattr(job, f"{stream}_size") > capture.offset:  # fetch only when the job says there is more
+                    if (
+                        getattr(job, f"{stream}_size") > capture.offset
+                    ):  # fetch only when the job says there is more
                         capture.pump(self.hook, job_id, complete=False)
             now = time.time()
             if deadline is not None and now >= deadline.at:
-                self._fail_running(context, f"job {job_id} did not finish within {deadline.describe()}", deadline.limit, job)
+                self._fail_running(
+                    context, f"job {job_id} did not finish within {deadline.describe()}", deadline.limit, job
+                )
             seen = watch.observe(job, now)
             if seen == "disabled":
                 self.log.warning(watch.disabled_message(job_id))
@@ -234,7 +261,9 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             message += "; canceling it failed (see the log above), the next try reattaches to it"
         raise ScriptRunnerJobError(message, job)
 
-    def _captures(self, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()) -> dict[str, OutputCapture]:
+    def _captures(
+        self, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()
+    ) -> dict[str, OutputCapture]:
         offsets = offsets or {}
         return {
             s: OutputCapture(
@@ -248,11 +277,15 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             for s in LOG_STREAMS
         }
 
-    def _finish(self, context: Context, job: ScriptRunnerJob, captures: dict[str, OutputCapture] | None = None) -> dict[str, Any] | None:
+    def _finish(
+        self, context: Context, job: ScriptRunnerJob, captures: dict[str, OutputCapture] | None = None
+    ) -> dict[str, Any] | None:
         """Shared by the worker and deferred paths: final logs, result, and the outcome."""
         captures = captures or self._captures()
         for capture in captures.values():
-            if capture.offset < getattr(job, f"{capture.stream}_size"):  # the finished job says whether anything is left
+            if capture.offset < getattr(
+                job, f"{capture.stream}_size"
+            ):  # the finished job says whether anything is left
                 capture.pump(self.hook, job.job_id, complete=True)
             capture.finish(job)
         JobStore(context, self.log).clear()
@@ -295,13 +328,19 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             self.log.info("Previous job %s is unknown to the server; starting a new job", previous)
             return None
         if job.is_terminal:
-            self.log.info("Previous job %s already ended (%s); starting a new job", previous, job.status.value)
+            self.log.info(
+                "Previous job %s already ended (%s); starting a new job", previous, job.status.value
+            )
             return None
         if self.reattach:
             self.log.info("Reattaching to job %s from an earlier try (still %s)", previous, job.status.value)
             self.job_id = previous
             return job
-        self.log.info("Job %s of an earlier try is still %s and reattach=False: canceling it first", previous, job.status.value)
+        self.log.info(
+            "Job %s of an earlier try is still %s and reattach=False: canceling it first",
+            previous,
+            job.status.value,
+        )
         self.hook.cancel_job(previous)
         deadline = time.monotonic() + PREVIOUS_JOB_STOP_WAIT
         while time.monotonic() < deadline:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -18,7 +17,11 @@ from airflow_provider_scriptrunner._compat import (
     AirflowTaskTimeout,
     default_deferrable,
 )
-from airflow_provider_scriptrunner.exceptions import JOB_NOT_FOUND, ScriptRunnerError, ScriptRunnerJobNotFoundError
+from airflow_provider_scriptrunner.exceptions import (
+    JOB_NOT_FOUND,
+    ScriptRunnerError,
+    ScriptRunnerJobNotFoundError,
+)
 from airflow_provider_scriptrunner.hooks.scriptrunner import (
     DEFAULT_CONN_ID,
     DEFAULT_LOG_PAGE_BYTES,
@@ -33,6 +36,8 @@ from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobT
 from airflow_provider_scriptrunner.watch import EXECUTION_TIMEOUT, task_deadline
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
     from airflow.sdk import Context
 
 
@@ -98,12 +103,16 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._judge(job))
 
-    def _follow_output(self, job: ScriptRunnerJob, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()) -> None:
+    def _follow_output(
+        self, job: ScriptRunnerJob, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()
+    ) -> None:
         """Write what the job wrote since the last call to the task log (all of it once it ended)."""
         if self._output is None:
             offsets = offsets or {}
             self._output = {
-                s: OutputCapture(s, 0, self.log_page_bytes, self.log, offsets.get(s, 0), truncation_warned=s in warned)
+                s: OutputCapture(
+                    s, 0, self.log_page_bytes, self.log, offsets.get(s, 0), truncation_warned=s in warned
+                )
                 for s in LOG_STREAMS
             }
         for stream, capture in self._output.items():
@@ -133,7 +142,9 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
                 self._follow_output(job)
             return self._judge(job)
         start = getattr(context.get("ti"), "start_date", None)
-        deadline = task_deadline(start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time())
+        deadline = task_deadline(
+            start if isinstance(start, datetime) else None, self.timeout, self.execution_timeout, time.time()
+        )
         self.defer(
             trigger=ScriptRunnerJobTrigger(
                 job_id=job.job_id,

@@ -73,10 +73,16 @@ def _label(task: dict[str, Any]) -> str:
     return task["task_id"] if task["map_index"] < 0 else f"{task['task_id']}[{task['map_index']}]"
 
 
-def airflow_env(airflow_home: str | os.PathLike[str], dags_folder: str | os.PathLike[str], scriptrunner_url: str) -> dict[str, str]:
+def airflow_env(
+    airflow_home: str | os.PathLike[str], dags_folder: str | os.PathLike[str], scriptrunner_url: str
+) -> dict[str, str]:
     """Environment for Airflow commands: its own home, the DAGs folder, and the default connection."""
     parts = urlsplit(scriptrunner_url)
-    conn = {"conn_type": "scriptrunner", "host": scriptrunner_url if parts.path not in ("", "/") else parts.hostname, "port": parts.port}
+    conn = {
+        "conn_type": "scriptrunner",
+        "host": scriptrunner_url if parts.path not in ("", "/") else parts.hostname,
+        "port": parts.port,
+    }
     if parts.path in ("", "/"):
         conn["schema"] = parts.scheme
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -92,7 +98,13 @@ def airflow_env(airflow_home: str | os.PathLike[str], dags_folder: str | os.Path
 
 def migrate(env: dict[str, str], timeout: float = 600) -> None:
     """Create the metadata database (SQLite in AIRFLOW_HOME)."""
-    done = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
@@ -121,7 +133,9 @@ def run_dag_test(
         start_new_session=True,
     )
     result = DagTestResult(dag_id, done.returncode, done.stdout)
-    query = subprocess.run([sys.executable, "-c", _RESULTS_SCRIPT, dag_id], env=env, capture_output=True, text=True, timeout=300)
+    query = subprocess.run(
+        [sys.executable, "-c", _RESULTS_SCRIPT, dag_id], env=env, capture_output=True, text=True, timeout=300
+    )
     marker = [line for line in query.stdout.splitlines() if line.startswith("@@RESULTS@@")]
     if query.returncode != 0 or not marker:
         raise RuntimeError(f"could not read the results of {dag_id}:\n{query.stderr[-3000:]}")

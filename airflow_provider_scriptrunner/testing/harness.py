@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_scriptrunner.testing.server import (
@@ -39,6 +39,9 @@ from airflow_provider_scriptrunner.testing.server import (
     signal_group,
     signal_groups,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "HOST",

@@ -33,13 +33,15 @@ the test ends, even when the test fails.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from airflow_provider_scriptrunner.testing.harness import HOST, ScriptRunnerServerProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 #: The environment variable that defines the provider's default connection (``scriptrunner_default``).
 CONNECTION_ENV_VAR = "AIRFLOW_CONN_SCRIPTRUNNER_DEFAULT"
@@ -99,7 +101,7 @@ def scriptrunner_server(
 @pytest.fixture
 def scriptrunner_connection(
     scriptrunner_server: ScriptRunnerServerProcess, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ScriptRunnerServerProcess]:
+) -> ScriptRunnerServerProcess:
     """:func:`scriptrunner_server`, with the ``scriptrunner_default`` connection pointing at it.
 
     Sets ``AIRFLOW_CONN_SCRIPTRUNNER_DEFAULT`` to the JSON connection form for the duration of the
@@ -111,5 +113,5 @@ def scriptrunner_connection(
         "port": scriptrunner_server.port,
         "schema": "http",
     }
-    monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps(connection))
-    yield scriptrunner_server
+    monkeypatch.setenv(CONNECTION_ENV_VAR, json.dumps(connection))  # monkeypatch undoes it
+    return scriptrunner_server

@@ -46,6 +46,7 @@ POSIX only: scripts run in their own process group (``start_new_session``) and a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import http.server
 import json
@@ -62,10 +63,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from airflow_provider_scriptrunner.models import TERMINAL_STATUSES as _TERMINAL_JOB_STATUSES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 LISTENING_PREFIX = "script-runner listening on "
 RUNNING_PGIDS_FILENAME = "running.pgids"
@@ -328,10 +332,9 @@ def shell_command(path: Path, args: list[str]) -> str:
 
 
 def signal_group(pgid: int, signum: int) -> None:
-    try:
+    # Already gone (or reused by someone else's process: not ours to touch).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone (or reused by someone else's process: not ours to touch)
 
 
 def signal_groups(pgids: list[int] | set[int], signum: int, wait: float) -> list[int]:
@@ -661,7 +664,8 @@ class JobRunner:
         sinks: dict[str, BinaryIO] = {}
         try:
             for name in STREAMS:
-                sinks[name] = open(self._config.logs_dir / job.streams[name].ref, "wb", buffering=0)
+                # Open for the job's whole life; closed by the reader thread when the script exits.
+                sinks[name] = open(self._config.logs_dir / job.streams[name].ref, "wb", buffering=0)  # noqa: SIM115
             process = subprocess.Popen(
                 ["/bin/sh", "-c", shell_command(script.path, job.args)],
                 stdin=subprocess.DEVNULL,
@@ -866,7 +870,7 @@ class ScriptRunnerRequestHandler(http.server.BaseHTTPRequestHandler):
     # waits ~40 ms for the second. Node.js (the real server) sets TCP_NODELAY too.
     disable_nagle_algorithm = True
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self._handle()
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = do_GET
@@ -890,7 +894,7 @@ class ScriptRunnerRequestHandler(http.server.BaseHTTPRequestHandler):
         except ApiError as exc:
             self._send_error(exc)
             return
-        except Exception as exc:  # noqa: BLE001 - the contract answers 500 for anything unexpected
+        except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             self._send_error(ApiError(500, "INTERNAL_ERROR", str(exc) or type(exc).__name__))
             return
@@ -1007,7 +1011,7 @@ class ScriptRunnerRequestHandler(http.server.BaseHTTPRequestHandler):
         page = self.server.runner.read_log(job_id, stream, offset, limit)
         return 200, self._job_or_404(page, job_id)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base-class signature)
+    def log_message(self, format: str, *args: Any) -> None:
         sys.stderr.write(f"script-runner: {self.address_string()} {format % args}\n")
 
 
@@ -1094,7 +1098,9 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     if options.exit_with_parent:
-        threading.Thread(target=_watch_parent, args=(options.exit_with_parent, stop), name="parent", daemon=True).start()
+        threading.Thread(
+            target=_watch_parent, args=(options.exit_with_parent, stop), name="parent", daemon=True
+        ).start()
     # A short poll interval keeps shutdown() (which waits for the next poll) quick.
     serving = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="http", daemon=True)
     serving.start()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -31,12 +30,17 @@ from airflow_provider_scriptrunner.output import AsyncStreamFollower
 from airflow_provider_scriptrunner.transport import JOB, is_transient
 from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, IdleWatch, next_wake
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
 #: Longest pause between polls while the server keeps failing.
 MAX_ERROR_BACKOFF = 60.0
 #: XCom key of the try that owns the job (pushed by the run operator before it defers).
 XCOM_OWNER_TRY = "scriptrunner_try"
 #: Task-instance states that end the trigger's try: its job is then canceled.
-ENDED_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed", "up_for_retry", "up_for_reschedule"})
+ENDED_TI_STATES = frozenset(
+    {"success", "failed", "skipped", "upstream_failed", "removed", "up_for_retry", "up_for_reschedule"}
+)
 #: How long reading the task's state (through the triggerer's supervisor) may take.
 STATE_READ_TIMEOUT = 60.0
 
@@ -97,21 +101,34 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         validate_job_id(job_id)
         offsets = dict(log_offsets or {})
         if set(offsets) - set(LOG_STREAMS):
-            raise ValueError(f"log_offsets must map 'stdout'/'stderr' to byte offsets >= 0, got {log_offsets!r}")
-        self.log_offsets = {stream: validation.offset(f"log_offsets[{stream!r}]", offsets.get(stream, 0)) for stream in LOG_STREAMS}
+            raise ValueError(
+                f"log_offsets must map 'stdout'/'stderr' to byte offsets >= 0, got {log_offsets!r}"
+            )
+        self.log_offsets = {
+            stream: validation.offset(f"log_offsets[{stream!r}]", offsets.get(stream, 0))
+            for stream in LOG_STREAMS
+        }
         self.job_id = job_id
         self.scriptrunner_conn_id = validation.conn_id(scriptrunner_conn_id)
         self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
         self.end_time = validation.timestamp("end_time", end_time)
         self.end_limit = end_limit
         self.cancel_on_kill = bool(cancel_on_kill)
-        self.max_consecutive_errors = validation.integer("max_consecutive_errors", max_consecutive_errors, minimum=1)
+        self.max_consecutive_errors = validation.integer(
+            "max_consecutive_errors", max_consecutive_errors, minimum=1
+        )
         self.cancel_on_timeout = bool(cancel_on_timeout)
         self.stream_logs = bool(stream_logs)
         self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
-        self.idle = IdleWatch(idle_timeout, (int(idle_sizes[0]), int(idle_sizes[1])) if idle_sizes is not None else None, idle_since)
+        self.idle = IdleWatch(
+            idle_timeout,
+            (int(idle_sizes[0]), int(idle_sizes[1])) if idle_sizes is not None else None,
+            idle_since,
+        )
         self._hook: ScriptRunnerAsyncHook | None = None
-        self._followers = {s: AsyncStreamFollower(s, self.log, log_page_bytes, self.log_offsets[s]) for s in LOG_STREAMS}
+        self._followers = {
+            s: AsyncStreamFollower(s, self.log, log_page_bytes, self.log_offsets[s]) for s in LOG_STREAMS
+        }
         self._kill_handled = False
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -179,9 +196,19 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                     return self._event(EVENT_ERROR, message, job, error_code=getattr(err, "error_code", None))
                 errors += 1
                 if errors >= self.max_consecutive_errors:
-                    return self._event(EVENT_ERROR, f"gave up following job {self.job_id} after {errors} failed polls in a row: {err}", job)
+                    return self._event(
+                        EVENT_ERROR,
+                        f"gave up following job {self.job_id} after {errors} failed polls in a row: {err}",
+                        job,
+                    )
                 delay = min(self.poll_interval * 2 ** (errors - 1), MAX_ERROR_BACKOFF)
-                self.log.warning("Polling job %s failed (%d in a row); next try in %.1f s: %s", self.job_id, errors, delay, err)
+                self.log.warning(
+                    "Polling job %s failed (%d in a row); next try in %.1f s: %s",
+                    self.job_id,
+                    errors,
+                    delay,
+                    err,
+                )
                 await asyncio.sleep(next_wake(time.time(), delay, self.end_time))
                 continue
             if job.is_terminal:
@@ -192,7 +219,13 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                 self.log.warning(self.idle.disabled_message(self.job_id))
             elif seen == "stalled":
                 canceled = await self._cancel_job(f"it wrote no output for {self.idle.idle_timeout:g} s")
-                return self._event(EVENT_TIMEOUT, self.idle.stall_message(self.job_id), canceled or job, limit=IDLE_TIMEOUT, canceled=canceled is not None)
+                return self._event(
+                    EVENT_TIMEOUT,
+                    self.idle.stall_message(self.job_id),
+                    canceled or job,
+                    limit=IDLE_TIMEOUT,
+                    canceled=canceled is not None,
+                )
             await asyncio.sleep(next_wake(time.time(), self.poll_interval, self.end_time, self.idle.due()))
 
     async def _pump(self, job: ScriptRunnerJob) -> None:
@@ -219,11 +252,18 @@ class ScriptRunnerJobTrigger(BaseTrigger):
     async def _time_out(self, job: ScriptRunnerJob | None) -> JobEvent:
         limit = self.end_limit or "the deadline"
         if not self.cancel_on_timeout:
-            return self._event(EVENT_TIMEOUT, f"job {self.job_id} did not finish within {limit}", job, limit=self._limit_name())
+            return self._event(
+                EVENT_TIMEOUT,
+                f"job {self.job_id} did not finish within {limit}",
+                job,
+                limit=self._limit_name(),
+            )
         canceled = await self._cancel_job(f"{limit} passed")
         outcome = "it was canceled" if canceled else "canceling it failed (see the log above)"
         message = f"job {self.job_id} did not finish within {limit}; {outcome}"
-        return self._event(EVENT_TIMEOUT, message, canceled or job, limit=self._limit_name(), canceled=canceled is not None)
+        return self._event(
+            EVENT_TIMEOUT, message, canceled or job, limit=self._limit_name(), canceled=canceled is not None
+        )
 
     def _limit_name(self) -> str | None:
         return self.end_limit.partition("=")[0] if self.end_limit else None
@@ -279,7 +319,9 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         try:
             owner = await asyncio.wait_for(self._owner_try(), STATE_READ_TIMEOUT)
         except Exception as err:  # noqa: BLE001 - the state decides alone
-            self.log.warning("Could not read which try owns job %s (%s); deciding by the task's state", self.job_id, err)
+            self.log.warning(
+                "Could not read which try owns job %s (%s); deciding by the task's state", self.job_id, err
+            )
             owner = own_try
         if own_try is not None and owner != own_try:
             newer = f"try {owner}" if owner is not None else "a newer try (it cleared this try's record)"
@@ -287,7 +329,10 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         if state in ENDED_TI_STATES:
             return True, f"the task is {state}: its try {own_try} is over"
         if self.end_time is not None and time.time() >= self.end_time:
-            return True, f"Airflow ended the deferral after {self.end_limit or 'the deadline'} passed (task {state})"
+            return (
+                True,
+                f"Airflow ended the deferral after {self.end_limit or 'the deadline'} passed (task {state})",
+            )
         return False, f"the task was cleared (now {state}): its next try reattaches to the job"
 
     async def _task_instance_state(self) -> str | None:

@@ -9,6 +9,8 @@ the provider run the bundled server that way too. The fix for the server itself 
 ``disable_nagle_algorithm = True`` on its request handler.
 """
 
+from __future__ import annotations
+
 import socketserver
 
 socketserver.StreamRequestHandler.disable_nagle_algorithm = True

@@ -110,7 +110,9 @@ def example_server(tmp_path_factory):
     (root / "tmp").mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TMPDIR", str(root / "tmp"))  # flaky.sh keeps its markers there, not in /tmp
-        with ScriptRunnerServerProcess(root / "server-run", config_path=root / "server" / "config.json") as server:
+        with ScriptRunnerServerProcess(
+            root / "server-run", config_path=root / "server" / "config.json"
+        ) as server:
             yield server
 
 
@@ -234,8 +236,11 @@ def check_xcom_chain(result, server):
 
 @checks("example_scriptrunner_branch_on_exit_code")
 def check_branch_on_exit_code(result, server):
-    [check] = [job for job in server_jobs(server, "exit-with")]
-    assert (check["status"], check["code"]) == ("failed", 3)  # exit 3: skipped, not failed, by skip_on_exit_code
+    [check] = server_jobs(server, "exit-with")
+    assert (check["status"], check["code"]) == (
+        "failed",
+        3,
+    )  # exit 3: skipped, not failed, by skip_on_exit_code
     assert result.xcom("check_freshness") is None
     assert result.xcom("publish") is None
     assert_succeeded_job(result.xcom("refresh"))

@@ -8,11 +8,11 @@ ignores; ``make fault-table`` writes the committed ``tests/faults/RESULTS.md`` i
 from __future__ import annotations
 
 import base64
-import os
 import contextlib
 import datetime
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +34,10 @@ TOKEN = "fault-suite-TOKEN-7f3a9c1e5b"
 TOKEN_FORMS = (TOKEN, base64.b64encode(TOKEN.encode()).decode(), f"Bearer {TOKEN}")
 #: Where the table goes: an ignored folder, so that a test run leaves the checkout clean. The
 #: committed copy is rewritten only on request (``make fault-table`` sets FAULTS_RESULTS_FILE).
-RESULTS_FILE = Path(os.environ.get("FAULTS_RESULTS_FILE") or Path(__file__).resolve().parents[2] / "test-output" / "faults" / "RESULTS.md")
+RESULTS_FILE = Path(
+    os.environ.get("FAULTS_RESULTS_FILE")
+    or Path(__file__).resolve().parents[2] / "test-output" / "faults" / "RESULTS.md"
+)
 
 PYTHON = sys.executable
 #: Scripts the server whitelists. Each one records what a test checks from outside: ``$1.pid`` (its
@@ -110,11 +113,15 @@ class FaultTable:
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for fault, row in self.rows.items():
-            lines.append(f"| {fault} | {row.runs} | {row.held} | {row.duplicates} | {row.orphans} | {row.lost} |")
+            lines.append(
+                f"| {fault} | {row.runs} | {row.held} | {row.duplicates} | {row.orphans} | {row.lost} |"
+            )
         return "\n".join(lines)
 
     def notes(self) -> str:
-        return "\n".join(f"- {fault}: {'; '.join(sorted(row.notes))}" for fault, row in self.rows.items() if row.notes)
+        return "\n".join(
+            f"- {fault}: {'; '.join(sorted(row.notes))}" for fault, row in self.rows.items() if row.notes
+        )
 
 
 TABLE = FaultTable()
@@ -266,14 +273,20 @@ class LeakCheck:
             error: BaseException | None = value
             while error is not None and id(error) not in seen:
                 seen.add(id(error))
-                self.texts += [str(error), repr(error), repr(vars(error)) if hasattr(error, "__dict__") else ""]
+                self.texts += [
+                    str(error),
+                    repr(error),
+                    repr(vars(error)) if hasattr(error, "__dict__") else "",
+                ]
                 error = error.__cause__ or error.__context__
         else:
             self.texts.append(value if isinstance(value, str) else repr(value))
         return value
 
     @contextlib.contextmanager
-    def raises(self, expected: type[BaseException] | tuple[type[BaseException], ...], **kwargs: Any) -> Iterator[Any]:
+    def raises(
+        self, expected: type[BaseException] | tuple[type[BaseException], ...], **kwargs: Any
+    ) -> Iterator[Any]:
         """``pytest.raises`` that also checks the exception for the token."""
         with pytest.raises(expected, **kwargs) as info:
             yield info
@@ -290,7 +303,9 @@ class LeakCheck:
 
 
 @pytest.fixture(autouse=True)
-def leak(task_log: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> Iterator[LeakCheck]:
+def leak(
+    task_log: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> Iterator[LeakCheck]:
     """Fail the test when the token shows up in the task log, logging, stdout/stderr or a noted error."""
     caplog.set_level(logging.DEBUG)
     check = LeakCheck()
@@ -360,14 +375,18 @@ def rig(tmp_path: Path, set_connection: Callable[..., None]) -> Iterator[Rig]:
     work = tmp_path / "work"
     work.mkdir()
     # stop_timeout: the bundled server can miss a SIGTERM while busy (see RESULTS.md); SIGKILL it sooner.
-    server = ScriptRunnerServerProcess(tmp_path / "server", SCRIPTS, runner={"maxConcurrent": 4, "killGraceSec": 1}, stop_timeout=3)
+    server = ScriptRunnerServerProcess(
+        tmp_path / "server", SCRIPTS, runner={"maxConcurrent": 4, "killGraceSec": 1}, stop_timeout=3
+    )
     with server:
         proxy = FaultProxy(server.port).start()
         try:
 
             def set_extra(**extra: Any) -> None:
                 settings = {"timeout": 5, "retries": 3, **extra}
-                set_connection(host="127.0.0.1", port=proxy.port, schema="http", password=TOKEN, extra=settings)
+                set_connection(
+                    host="127.0.0.1", port=proxy.port, schema="http", password=TOKEN, extra=settings
+                )
 
             set_extra()
             yield Rig(server, proxy, work, set_extra)

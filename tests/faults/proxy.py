@@ -32,6 +32,7 @@ delay waits on the stop event, and :meth:`stop` closes every socket and joins ev
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -51,7 +52,17 @@ _FORWARD_DEFAULT = {
     "truncate": True, "drop": False, "reset": True, "delay": True,
 }  # fmt: skip
 _HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
 )
 _MAX_LINE = 1 << 20  # a 1 MiB request line: long enough to pass a huge job id on to the server
 _MAX_BODY = 64 << 20
@@ -126,7 +137,9 @@ class FaultProxy:
     :param idle_timeout: seconds an idle client connection is kept open.
     """
 
-    def __init__(self, upstream_port: int, *, upstream_timeout: float = 60.0, idle_timeout: float = 15.0) -> None:
+    def __init__(
+        self, upstream_port: int, *, upstream_timeout: float = 60.0, idle_timeout: float = 15.0
+    ) -> None:
         self.upstream_port = upstream_port
         self.upstream_timeout = upstream_timeout
         self.idle_timeout = idle_timeout
@@ -153,7 +166,9 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         self._listen()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name="fault-proxy-accept", daemon=True)
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name="fault-proxy-accept", daemon=True
+        )
         self._accept_thread.start()
         return self
 
@@ -177,7 +192,9 @@ class FaultProxy:
 
     @property
     def alive_threads(self) -> int:
-        return sum(t.is_alive() for t in self._threads) + bool(self._accept_thread and self._accept_thread.is_alive())
+        return sum(t.is_alive() for t in self._threads) + bool(
+            self._accept_thread and self._accept_thread.is_alive()
+        )
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -201,7 +218,9 @@ class FaultProxy:
 
     # ---- faults and counters -------------------------------------------------------------------
 
-    def inject(self, kind: str, *, method: str | None = None, path: str | None = None, times: int = 1, **params: Any) -> Rule:
+    def inject(
+        self, kind: str, *, method: str | None = None, path: str | None = None, times: int = 1, **params: Any
+    ) -> Rule:
         """Queue a fault for the next ``times`` requests matching ``method`` and ``path`` (a regex, whole path)."""
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {sorted(KINDS)}")
@@ -225,7 +244,9 @@ class FaultProxy:
         with self._lock:
             counter = self._forwarded if forwarded else self._seen
             return sum(
-                n for (m, p), n in counter.items() if (method is None or m == method) and (pattern is None or pattern.fullmatch(p))
+                n
+                for (m, p), n in counter.items()
+                if (method is None or m == method) and (pattern is None or pattern.fullmatch(p))
             )
 
     # ---- sockets -------------------------------------------------------------------------------
@@ -268,7 +289,9 @@ class FaultProxy:
             except (OSError, ValueError):
                 continue  # closed under us by refuse()/stop()
             client.settimeout(self.idle_timeout)
-            thread = threading.Thread(target=self._serve, args=(client,), name="fault-proxy-client", daemon=True)
+            thread = threading.Thread(
+                target=self._serve, args=(client,), name="fault-proxy-client", daemon=True
+            )
             with self._lock:
                 self.connections += 1
                 self._clients.add(client)
@@ -321,8 +344,13 @@ class FaultProxy:
             code = params.get("code", 503)
             body = params.get("body")
             if body is None:
-                body = json.dumps({"ok": False, "error": {"code": "UNAVAILABLE", "message": f"injected {code}"}})
-            headers = [("Content-Type", params.get("content_type", "application/json"))] + list(params.get("headers", {}).items())
+                body = json.dumps(
+                    {"ok": False, "error": {"code": "UNAVAILABLE", "message": f"injected {code}"}}
+                )
+            headers = [
+                ("Content-Type", params.get("content_type", "application/json")),
+                *params.get("headers", {}).items(),
+            ]
             _send(client, _Response(code, _REASONS.get(code, "Error"), headers, _bytes(body)))
             return True
         if kind == "html":
@@ -331,7 +359,10 @@ class FaultProxy:
         if kind == "non_json":
             code = params.get("code", 200)
             body = params.get("body", "OK\n")
-            _send(client, _Response(code, _REASONS.get(code, "OK"), [("Content-Type", "text/plain")], _bytes(body)))
+            _send(
+                client,
+                _Response(code, _REASONS.get(code, "OK"), [("Content-Type", "text/plain")], _bytes(body)),
+            )
             return True
         if kind == "truncate":
             assert response is not None
@@ -372,7 +403,11 @@ class FaultProxy:
                 upstream.connect()
             except OSError:
                 return _Response(599, "upstream down", [], b"")
-            headers = {k: v for k, v in request.headers if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"}
+            headers = {
+                k: v
+                for k, v in request.headers
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+            }
             headers["Content-Length"] = str(len(request.body))
             headers["Connection"] = "close"
             upstream.request(request.method, request.target, body=request.body, headers=headers)
@@ -380,7 +415,11 @@ class FaultProxy:
                 self._forwarded[(request.method, request.path)] += 1
             answer = upstream.getresponse()
             body = answer.read()
-            kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"]
+            kept = [
+                (k, v)
+                for k, v in answer.getheaders()
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+            ]
             return _Response(answer.status, answer.reason, kept, body)
         except (OSError, http.client.HTTPException):
             # The upstream broke off after getting the request (e.g. it was restarted mid-call).
@@ -440,7 +479,9 @@ def _read_chunked(rfile: Any) -> bytes:
 
 def _html_response(code: int) -> _Response:
     reason = _REASONS.get(code, "Error")
-    return _Response(code, reason, [("Content-Type", "text/html")], HTML_PAGE.format(code=code, reason=reason).encode())
+    return _Response(
+        code, reason, [("Content-Type", "text/html")], HTML_PAGE.format(code=code, reason=reason).encode()
+    )
 
 
 def _send(client: socket.socket, response: _Response, *, body: bytes | None = None) -> None:
@@ -460,7 +501,5 @@ def _bytes(value: str | bytes) -> bytes:
 
 
 def _quiet(func: Any, *args: Any) -> None:
-    try:
+    with contextlib.suppress(OSError, ValueError):
         func(*args)
-    except (OSError, ValueError):
-        pass

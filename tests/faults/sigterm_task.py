@@ -28,7 +28,9 @@ def main(marker: str, outcome_path: str) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks if we hang
     from airflow_provider_scriptrunner.operators.scriptrunner import ScriptRunnerRunScriptOperator
 
-    op = ScriptRunnerRunScriptOperator(task_id="t", script_id="long", args=[marker], deferrable=False, poll_interval=0.2)
+    op = ScriptRunnerRunScriptOperator(
+        task_id="t", script_id="long", args=[marker], deferrable=False, poll_interval=0.2
+    )
     parent_pid = os.getpid()
 
     def on_term(signum: int, frame: object) -> None:
@@ -40,7 +42,7 @@ def main(marker: str, outcome_path: str) -> int:
     try:
         result = op.execute({"ti": _TI()})
         outcome = {"result": result, "job_id": op.job_id}
-    except BaseException as err:  # noqa: BLE001 - reported to the test
+    except BaseException as err:
         outcome = {"error": type(err).__name__, "message": str(err), "job_id": op.job_id}
     Path(outcome_path).write_text(json.dumps(outcome), encoding="utf-8")
     return 0

@@ -89,7 +89,7 @@ def in_thread(func: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
     def target() -> None:
         try:
             outcome.append(func(*args))
-        except BaseException as err:  # noqa: BLE001 - handed to the test
+        except BaseException as err:
             outcome.append(err)
 
     thread = threading.Thread(target=target, daemon=True)
@@ -121,7 +121,9 @@ def settle(rig: Rig, jobs_before: int, expected_new: int, timeout: float = 15.0)
 # server down at submit
 
 
-def test_server_down_at_submit_is_retried_with_backoff_then_fails_naming_the_url(rig, retry_waits, leak, table):
+def test_server_down_at_submit_is_retried_with_backoff_then_fails_naming_the_url(
+    rig, retry_waits, leak, table
+):
     rig.proxy.refuse()
     for i in range(RUNS):
         with table.run("server down (connection refused) at submit"):
@@ -168,9 +170,13 @@ def _submit(entry: str, marker: Path) -> Any:
     if entry == "run operator (worker)":
         return run_op(script_id="count", args=[str(marker)]).execute(make_context(FakeStore()))
     if entry == "run operator (deferrable)":
-        return run_deferred(run_op(script_id="count", args=[str(marker)], deferrable=True), make_context(FakeStore()))
+        return run_deferred(
+            run_op(script_id="count", args=[str(marker)], deferrable=True), make_context(FakeStore())
+        )
     if entry == "submit operator":
-        return ScriptRunnerSubmitScriptOperator(task_id="s", script_id="count", args=[str(marker)]).execute(make_context())
+        return ScriptRunnerSubmitScriptOperator(task_id="s", script_id="count", args=[str(marker)]).execute(
+            make_context()
+        )
     if entry == "hook.run_script (sync)":
         return ScriptRunnerHook().run_script("count", [str(marker)])
     raise AssertionError(entry)
@@ -181,7 +187,12 @@ CUT_LABELS = {
     "drop": "POST /run reached the server, then connection closed unanswered",
     "truncate": "POST /run reached the server, then answer truncated",
 }
-SUBMIT_ENTRIES = ["run operator (worker)", "run operator (deferrable)", "submit operator", "hook.run_script (sync)"]
+SUBMIT_ENTRIES = [
+    "run operator (worker)",
+    "run operator (deferrable)",
+    "submit operator",
+    "hook.run_script (sync)",
+]
 
 
 @pytest.mark.parametrize("entry", SUBMIT_ENTRIES)
@@ -193,7 +204,9 @@ SUBMIT_ENTRIES = ["run operator (worker)", "run operator (deferrable)", "submit 
         ("truncate", {}),  # ... or half of the answer
     ],
 )
-def test_post_run_cut_after_it_reached_the_server_never_runs_twice(rig, retry_waits, leak, table, entry, fault, params):
+def test_post_run_cut_after_it_reached_the_server_never_runs_twice(
+    rig, retry_waits, leak, table, entry, fault, params
+):
     for i in range(RUNS):
         with table.run(CUT_LABELS[fault]) as run:
             marker = rig.marker(f"{fault}{i}")
@@ -227,10 +240,16 @@ def test_refused_at_submit_is_retried_and_runs_exactly_once(rig, retry_waits, le
             retry_waits.records.clear()
             retry_waits.callbacks[:] = [lambda record: record.attempt == 2 and rig.proxy.accept()]
             rig.proxy.refuse()
-            result = run_deferred(run_op(script_id="count", args=[str(marker)], deferrable=deferrable), make_context(FakeStore()))
+            result = run_deferred(
+                run_op(script_id="count", args=[str(marker)], deferrable=deferrable),
+                make_context(FakeStore()),
+            )
             assert result["status"] == "succeeded" and result["stdout"] == "done run 1\n"
             assert [r.attempt for r in retry_waits.records] == [1, 2]
-            assert all(r.error.may_have_reached_server is False and r.error.url.endswith("/run") for r in retry_waits.records)
+            assert all(
+                r.error.may_have_reached_server is False and r.error.url.endswith("/run")
+                for r in retry_waits.records
+            )
             assert rig.proxy.count("POST", "/run", forwarded=True) - forwarded == 1
             jobs = settle(rig, jobs_before, 1)
             run.duplicates = max(0, len(jobs) - 1) + max(0, rig.runs(marker) - 1)
@@ -261,16 +280,24 @@ LOG_FAULTS = [("status", {"code": 503}), ("drop", {}), ("truncate", {})]
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
 def test_bursts_and_drops_while_polling_still_give_the_right_result(rig, leak, table, deferrable):
     for i in range(RUNS):
-        with table.run(f"5xx/429 bursts + dropped connections while polling ({'deferrable' if deferrable else 'worker'})") as run:
+        with table.run(
+            f"5xx/429 bursts + dropped connections while polling ({'deferrable' if deferrable else 'worker'})"
+        ) as run:
             marker = rig.marker(f"burst{i}")
             forwarded = rig.proxy.count("POST", "/run", forwarded=True)
             for kind, params in POLL_FAULTS:
                 rig.proxy.inject(kind, method="GET", path=JOB_PATH, **params)
             for kind, params in LOG_FAULTS:
                 rig.proxy.inject(kind, method="GET", path=LOGS_PATH, **params)
-            op = run_op(script_id="count", args=[str(marker), "1.5"], deferrable=deferrable, poll_interval=0.05)
+            op = run_op(
+                script_id="count", args=[str(marker), "1.5"], deferrable=deferrable, poll_interval=0.05
+            )
             result = run_deferred(op, make_context(FakeStore()))
-            assert (result["status"], result["exit_code"], result["stdout"]) == ("succeeded", 0, "done run 1\n")
+            assert (result["status"], result["exit_code"], result["stdout"]) == (
+                "succeeded",
+                0,
+                "done run 1\n",
+            )
             assert rig.proxy.pending() == 0, rig.proxy.events  # every fault was served
             run.duplicates = rig.proxy.count("POST", "/run", forwarded=True) - forwarded - 1
             assert run.duplicates == 0 and rig.runs(marker) == 1
@@ -306,15 +333,23 @@ def test_trigger_rides_out_transient_bursts_and_stops_at_once_on_a_500(rig, leak
         rig.proxy.inject("status", method="GET", path=JOB_PATH, times=3, code=503)
         trigger = ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.01, max_consecutive_errors=3)
         event = JobEvent.from_dict(asyncio.run(first_event(trigger)))
-        assert event.status == "error" and "after 3 failed polls in a row" in event.message and "503" in event.message
+        assert (
+            event.status == "error"
+            and "after 3 failed polls in a row" in event.message
+            and "503" in event.message
+        )
         leak.note(event.message)
 
     with table.run("500 INTERNAL_ERROR while polling (not transient: one clear error, as in the worker)"):
         # The server's own 500 is not retried by the hook, so the trigger does not wait it out either.
         job_id = hook.submit_script("count", [str(rig.marker("trigger-500")), "0.5"])
         error = {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": "boom"}}
-        rule = rig.proxy.inject("status", method="GET", path=f"/jobs/{job_id}", times=5, code=500, body=json.dumps(error))
-        event = JobEvent.from_dict(asyncio.run(first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.01))))
+        rule = rig.proxy.inject(
+            "status", method="GET", path=f"/jobs/{job_id}", times=5, code=500, body=json.dumps(error)
+        )
+        event = JobEvent.from_dict(
+            asyncio.run(first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.01)))
+        )
         assert (event.status, event.error_code, rule.fired) == ("error", "INTERNAL_ERROR", 1)
         assert "500 INTERNAL_ERROR" in event.message and "boom" in event.message
         rule.times = rule.fired
@@ -326,7 +361,11 @@ def test_trigger_rides_out_transient_bursts_and_stops_at_once_on_a_500(rig, leak
         rig.proxy.inject("status", method="GET", path=JOB_PATH, code=500, body=json.dumps(error))
         with leak.raises(ScriptRunnerApiError) as info:
             run_op(script_id="count", args=[str(marker), "0.5"]).execute(make_context(store))
-        assert (type(info.value), info.value.status_code, info.value.error_code) == (ScriptRunnerApiError, 500, "INTERNAL_ERROR")
+        assert (type(info.value), info.value.status_code, info.value.error_code) == (
+            ScriptRunnerApiError,
+            500,
+            "INTERNAL_ERROR",
+        )
         result = run_op(script_id="count", args=[str(marker), "0.5"]).execute(make_context(store))
         assert result["stdout"] == "done run 1\n" and rig.runs(marker) == 1  # reattached, not run twice
 
@@ -367,8 +406,12 @@ def _check_attrs(err: BaseException, attrs: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("client", ["sync", "async"])
-@pytest.mark.parametrize(("label", "kind", "params", "error", "retried", "attrs"), BODY_FAULTS, ids=[f[0] for f in BODY_FAULTS])
-def test_bad_answers_to_get_are_clear_errors_and_retried_only_when_transient(rig, retry_waits, leak, table, client, label, kind, params, error, retried, attrs):
+@pytest.mark.parametrize(
+    ("label", "kind", "params", "error", "retried", "attrs"), BODY_FAULTS, ids=[f[0] for f in BODY_FAULTS]
+)
+def test_bad_answers_to_get_are_clear_errors_and_retried_only_when_transient(
+    rig, retry_waits, leak, table, client, label, kind, params, error, retried, attrs
+):
     rig.set_extra(timeout=TIMEOUT)
     job_id = ScriptRunnerHook().run_script("echo", ["x"]).job_id
     path = f"/jobs/{job_id}"
@@ -393,8 +436,12 @@ def test_bad_answers_to_get_are_clear_errors_and_retried_only_when_transient(rig
                 assert rig.proxy.pending() == 0
 
 
-@pytest.mark.parametrize(("label", "kind", "params", "error", "retried", "attrs"), BODY_FAULTS, ids=[f[0] for f in BODY_FAULTS])
-def test_bad_answers_to_post_run_are_clear_errors_and_never_retried(rig, retry_waits, leak, table, label, kind, params, error, retried, attrs):
+@pytest.mark.parametrize(
+    ("label", "kind", "params", "error", "retried", "attrs"), BODY_FAULTS, ids=[f[0] for f in BODY_FAULTS]
+)
+def test_bad_answers_to_post_run_are_clear_errors_and_never_retried(
+    rig, retry_waits, leak, table, label, kind, params, error, retried, attrs
+):
     rig.set_extra(timeout=TIMEOUT)
     for i in range(RUNS):
         with table.run(f"POST /run: {label}") as run:
@@ -410,7 +457,9 @@ def test_bad_answers_to_post_run_are_clear_errors_and_never_retried(rig, retry_w
             _check_attrs(info.value, attrs)
             assert info.value.url == f"{rig.url}/run"
             if isinstance(info.value, ScriptRunnerConnectionError):
-                assert "may have reached the server" in str(info.value) and "not sent again" in str(info.value)
+                assert "may have reached the server" in str(info.value) and "not sent again" in str(
+                    info.value
+                )
             assert_count(rig, "POST", "/run", seen + 1)  # never sent twice
             jobs = settle(rig, jobs_before, 1)
             run.duplicates = max(0, len(jobs) - 1) + max(0, rig.runs(marker) - 1)
@@ -428,7 +477,9 @@ def _execute(op: ScriptRunnerRunScriptOperator, store: FakeStore) -> Any:
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
 @pytest.mark.parametrize("crash", [False, True], ids=["restart", "crash"])
-def test_server_restart_mid_job_fails_as_killed_or_lost_and_a_retry_succeeds(rig, retry_waits, leak, table, deferrable, crash):
+def test_server_restart_mid_job_fails_as_killed_or_lost_and_a_retry_succeeds(
+    rig, retry_waits, leak, table, deferrable, crash
+):
     # Polls during the restart get the proxy's 502: retried with the real backoff, scaled down.
     retry_waits.scale = 0.3
     label = "server crash (SIGKILL) mid-job" if crash else "server restart mid-job"
@@ -508,31 +559,41 @@ def test_server_forgets_the_job_clear_failure_everywhere(rig, retry_waits, leak,
         with leak.raises(ScriptRunnerJobError, match="unknown to the server \\(JOB_NOT_FOUND\\)"):
             op.execute_complete(make_context(), event)
 
-    for i, (name, check) in enumerate(_JOB_NOT_FOUND_CHECKS.items()):
+    for i, check in enumerate(_JOB_NOT_FOUND_CHECKS.values()):
         for forgotten in (False, True):
-            with table.run("JOB_NOT_FOUND (a job id never known, or forgotten) in sensor, trigger, cancel/logs/run operators"):
+            with table.run(
+                "JOB_NOT_FOUND (a job id never known, or forgotten) in sensor, trigger, cancel/logs/run operators"
+            ):
                 job_id = _forget_running_job(rig, rig.marker(f"forgotten{i}")) if forgotten else "job_0_0"
                 check(job_id, leak)
 
 
 def _sensor_poke(job_id: str, leak: Any) -> None:
-    with leak.raises(AirflowFailException, match=f"job {job_id} is unknown to the server \\(JOB_NOT_FOUND\\)"):
+    with leak.raises(
+        AirflowFailException, match=f"job {job_id} is unknown to the server \\(JOB_NOT_FOUND\\)"
+    ):
         ScriptRunnerJobSensor(task_id="s", job_id=job_id, poke_interval=0.1).poke(make_context())
 
 
 def _sensor_deferred(job_id: str, leak: Any) -> None:
     # A job that is gone before the sensor starts: it fails at once, without deferring.
     with leak.raises(AirflowFailException, match="JOB_NOT_FOUND"):
-        ScriptRunnerJobSensor(task_id="s", job_id=job_id, deferrable=True, poke_interval=0.1, timeout=10).execute(make_context())
+        ScriptRunnerJobSensor(
+            task_id="s", job_id=job_id, deferrable=True, poke_interval=0.1, timeout=10
+        ).execute(make_context())
     # ... and one lost while deferred: the trigger's error event fails the sensor without retries.
     sensor = ScriptRunnerJobSensor(task_id="s", job_id=job_id, deferrable=True, poke_interval=0.1, timeout=10)
-    event = asyncio.run(first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.05, cancel_on_kill=False)))
+    event = asyncio.run(
+        first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.05, cancel_on_kill=False))
+    )
     with leak.raises(AirflowFailException, match="JOB_NOT_FOUND"):
         sensor.execute_complete(make_context(), event)
 
 
 def _trigger(job_id: str, leak: Any) -> None:
-    event = JobEvent.from_dict(asyncio.run(first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.05))))
+    event = JobEvent.from_dict(
+        asyncio.run(first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.05)))
+    )
     assert (event.status, event.error_code, event.job_id) == ("error", "JOB_NOT_FOUND", job_id)
     assert "unknown to the server" in event.message
     leak.note(event.message)
@@ -575,7 +636,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("moment", ["while polling", "while POST /run is in flight"])
 def test_sigterm_to_a_worker_task_process_cancels_the_job_and_leaves_no_process(rig, leak, table, moment):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     for i in range(2):  # each run starts a Python process that imports Airflow
         with table.run(f"SIGTERM to a worker-mode task process ({moment})") as run:
             marker = rig.marker(f"sigterm{i}")
@@ -608,7 +672,9 @@ def test_sigterm_to_a_worker_task_process_cancels_the_job_and_leaves_no_process(
                     os.killpg(child.pid, signal.SIGKILL)
                     output = child.communicate(timeout=10)[0].decode()
                     lines = "\n".join(line for line in output.splitlines() if "] tick " not in line)
-                    raise AssertionError(f"the task process did not end after SIGTERM:\n{lines[-8000:]}") from None
+                    raise AssertionError(
+                        f"the task process did not end after SIGTERM:\n{lines[-8000:]}"
+                    ) from None
             finally:
                 if child.poll() is None:
                     os.killpg(child.pid, signal.SIGKILL)
@@ -616,7 +682,9 @@ def test_sigterm_to_a_worker_task_process_cancels_the_job_and_leaves_no_process(
             leak.note(output)
             outcome = json.loads(outcome_path.read_text())
             assert outcome.get("error") == "ScriptRunnerJobError", (outcome, output[-3000:])
-            assert "was canceled on the server" in outcome["message"] and outcome["job_id"] == jobs[0]["jobId"]
+            assert (
+                "was canceled on the server" in outcome["message"] and outcome["job_id"] == jobs[0]["jobId"]
+            )
             assert f"Canceled job {outcome['job_id']} because the task was killed" in output
             job = ScriptRunnerHook().get_job(outcome["job_id"])
             assert (job.status, job.exit_code) == (JobStatus.CANCELED, -1)
@@ -801,7 +869,9 @@ def test_bad_inputs_fail_clearly_before_any_request(rig, leak, table):
             err = info.value
             assert isinstance(err, errors), f"{type(err).__name__}: {err}"  # not a traceback from deep inside
             assert param in str(err), f"the message does not name {param!r}: {err}"
-            assert (rig.proxy.count(), rig.proxy.connections) == (requests_before, connections_before), "a request was sent"
+            assert (rig.proxy.count(), rig.proxy.connections) == (requests_before, connections_before), (
+                "a request was sent"
+            )
 
         _collect(failures, name, check, table, "bad input rejected before any request")
     assert not failures, "\n".join(failures)
@@ -865,9 +935,29 @@ def test_bad_inputs_the_server_rejects_surface_its_own_error(rig, leak, table):
 
 #: Arguments that must reach the script exactly (at most 10 per run: the server's args.maxItems).
 UNICODE_ARGS = [
-    ["héllo wörld", "日本語テキスト", "emoji 😀🎉 𝄞", "RTL עברית العربية", "e\u0301 combining", "ǅ ß ﬁ \u200b zero-width"],
-    ["it's \"quoted\" `tick` $(echo no) $HOME ;|& * ?", "", "  spaces  ", "tab\tnew\nline", "-n", "--", "\\back\\slash\\", "%s %d"],
-    ["é" * 1024, "\U0010fffd", "\x7f\x01 control"],  # 1024 characters (2048 bytes): at the server's itemMaxLength
+    [
+        "héllo wörld",
+        "日本語テキスト",
+        "emoji 😀🎉 𝄞",
+        "RTL עברית العربية",
+        "e\u0301 combining",
+        "ǅ ß ﬁ \u200b zero-width",
+    ],
+    [
+        'it\'s "quoted" `tick` $(echo no) $HOME ;|& * ?',
+        "",
+        "  spaces  ",
+        "tab\tnew\nline",
+        "-n",
+        "--",
+        "\\back\\slash\\",
+        "%s %d",
+    ],
+    [
+        "é" * 1024,
+        "\U0010fffd",
+        "\x7f\x01 control",
+    ],  # 1024 characters (2048 bytes): at the server's itemMaxLength
     [1, 2.5, -3, "4"],  # numbers are passed as their str()
 ]
 
@@ -884,11 +974,21 @@ def _stdout_via(entry: str, args: list[Any]) -> str:
     if entry == "submit + logs operators":
         job_id = _op(S, script_id="echo", args=args).execute(make_context())
         wait_for(lambda: ScriptRunnerHook().get_job(job_id).is_terminal)
-        return _op(L, job_id=job_id, stream="stdout", log_page_bytes=47).execute(make_context())["stdout"]["data"]
+        return _op(L, job_id=job_id, stream="stdout", log_page_bytes=47).execute(make_context())["stdout"][
+            "data"
+        ]
     raise AssertionError(entry)
 
 
-@pytest.mark.parametrize("entry", ["hook.run_script + iter_log", "run operator (worker)", "run operator (deferrable)", "submit + logs operators"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "hook.run_script + iter_log",
+        "run operator (worker)",
+        "run operator (deferrable)",
+        "submit + logs operators",
+    ],
+)
 def test_unicode_and_shell_special_args_pass_through_exactly(rig, leak, table, entry):
     for args in UNICODE_ARGS:
         with table.run("unicode / shell-special args pass through exactly"):
@@ -908,7 +1008,11 @@ def test_the_leak_check_finds_the_token_in_every_form_and_place(leak, caplog, ca
     print(f"basic: {__import__('base64').b64encode(TOKEN.encode()).decode()}")
     leak.note(ScriptRunnerError(f"oops {TOKEN}"))
     out, err = capfd.readouterr()
-    assert leak.scan({"logging": caplog.text, "stdout": out, "stderr": err}) == ["logging", "stdout", "errors"]
+    assert leak.scan({"logging": caplog.text, "stdout": out, "stderr": err}) == [
+        "logging",
+        "stdout",
+        "errors",
+    ]
     # Clean up, so that this test's own teardown check passes.
     caplog.clear()
     leak.texts.clear()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import random
+import re
 
 import httpx
 import pytest
@@ -122,7 +122,12 @@ async def test_transient_status_is_retried(conn, status):
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     "error",
-    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("dropped"), httpx.ReadError("reset")],
+    [
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        httpx.RemoteProtocolError("dropped"),
+        httpx.ReadError("reset"),
+    ],
 )
 async def test_transport_errors_are_retried(conn, error):
     transport = Recorder(error, (200, job_body("j")))
@@ -148,7 +153,10 @@ async def test_errors_map_like_the_sync_hook(set_connection):
         await hook.get_job("j")
     assert info.value.status_code == 500
     transport = Recorder(httpx.ConnectError("refused"))
-    with pytest.raises(ScriptRunnerConnectionError, match="Cannot reach script-runner at http://sr.test:8080/jobs/j"):
+    with pytest.raises(
+        ScriptRunnerConnectionError,
+        match=re.escape("Cannot reach script-runner at http://sr.test:8080/jobs/j"),
+    ):
         await transport.hook().get_job("j")
     assert len(transport.requests) == 2
     with pytest.raises(ScriptRunnerTimeoutError, match="no response within 2 s"):

@@ -101,7 +101,9 @@ def test_json_form_with_basic_auth_and_extras(set_connection, requests_mock):
 
 
 def test_ui_prefixed_extras_and_ca_bundle(set_connection):
-    set_connection(host="sr.test", extra={"extra__scriptrunner__timeout": 4, "extra__scriptrunner__ca_bundle": "/ca.pem"})
+    set_connection(
+        host="sr.test", extra={"extra__scriptrunner__timeout": 4, "extra__scriptrunner__ca_bundle": "/ca.pem"}
+    )
     settings = ScriptRunnerHook().settings
     assert settings.timeout == 4
     assert settings.verify == "/ca.pem"
@@ -133,19 +135,21 @@ def test_no_auth_by_default(conn, requests_mock):
 def test_bad_extras_name_the_field(set_connection, extra, message):
     set_connection(host="sr.test", extra=extra)
     with pytest.raises(ScriptRunnerConfigError, match=message):
-        ScriptRunnerHook().settings
+        _ = ScriptRunnerHook().settings
 
 
 def test_login_without_password_is_rejected(set_connection):
     set_connection(host="sr.test", login="alice")
     with pytest.raises(ScriptRunnerConfigError, match="login but no password"):
-        ScriptRunnerHook().settings
+        _ = ScriptRunnerHook().settings
 
 
 def test_token_never_in_repr_logs_or_errors(set_connection, requests_mock, caplog):
     set_connection(host="sr.test", port=8080, password=TOKEN)
     hook = ScriptRunnerHook(retries=1)
-    requests_mock.get(f"{BASE_URL}/jobs/j1", [{"status_code": 503, "text": "busy"}, {"status_code": 401, "text": ""}])
+    requests_mock.get(
+        f"{BASE_URL}/jobs/j1", [{"status_code": 503, "text": "busy"}, {"status_code": 401, "text": ""}]
+    )
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ScriptRunnerAuthError) as info:
         hook.get_job("j1")
@@ -158,9 +162,15 @@ def test_token_never_in_repr_logs_or_errors(set_connection, requests_mock, caplo
 
 
 def test_run_script_sync_returns_finished_job(conn, requests_mock):
-    requests_mock.post(f"{BASE_URL}/run", json=job_body("job_9_1", "succeeded", mode="sync", stdoutPreview="hi\n"))
+    requests_mock.post(
+        f"{BASE_URL}/run", json=job_body("job_9_1", "succeeded", mode="sync", stdoutPreview="hi\n")
+    )
     job = ScriptRunnerHook().run_script("quick-echo", ["a", 1, 2.5])
-    assert requests_mock.last_request.json() == {"scriptId": "quick-echo", "args": ["a", "1", "2.5"], "mode": "sync"}
+    assert requests_mock.last_request.json() == {
+        "scriptId": "quick-echo",
+        "args": ["a", "1", "2.5"],
+        "mode": "sync",
+    }
     assert requests_mock.last_request.timeout == (30.0, None)
     assert job.job_id == "job_9_1"
     assert job.status is JobStatus.SUCCEEDED and job.is_success and job.exit_code == 0
@@ -168,7 +178,9 @@ def test_run_script_sync_returns_finished_job(conn, requests_mock):
 
 
 def test_submit_script_returns_job_id(conn, requests_mock):
-    requests_mock.post(f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": "job_5_2", "status": "queued"})
+    requests_mock.post(
+        f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": "job_5_2", "status": "queued"}
+    )
     assert ScriptRunnerHook().submit_script("quick-echo") == "job_5_2"
     assert requests_mock.last_request.json() == {"scriptId": "quick-echo", "args": [], "mode": "async"}
 
@@ -189,7 +201,7 @@ def test_get_job_quotes_the_id(conn, requests_mock):
 def test_cancel_job(conn, requests_mock):
     requests_mock.post(f"{BASE_URL}/jobs/job_1_1/cancel", json=job_body("job_1_1", "running"))
     job = ScriptRunnerHook().cancel_job("job_1_1")
-    assert requests_mock.called_once
+    assert requests_mock.call_count == 1
     assert job.status is JobStatus.RUNNING
 
 
@@ -256,13 +268,16 @@ def test_bad_run_input_fails_before_any_request(conn, requests_mock, script_id, 
 
 
 def test_tuple_args_are_accepted(conn, requests_mock):
-    requests_mock.post(f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": "j", "status": "queued"})
+    requests_mock.post(
+        f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": "j", "status": "queued"}
+    )
     ScriptRunnerHook().submit_script("s", ("x", 3))
     assert requests_mock.last_request.json()["args"] == ["x", "3"]
 
 
 @pytest.mark.parametrize(
-    ("job_id", "error"), [(None, TypeError), (12, TypeError), ("", ValueError), ("..", ValueError), (".", ValueError)]
+    ("job_id", "error"),
+    [(None, TypeError), (12, TypeError), ("", ValueError), ("..", ValueError), (".", ValueError)],
 )
 def test_bad_job_ids_fail_before_any_request(conn, requests_mock, job_id, error):
     hook = ScriptRunnerHook()
@@ -279,7 +294,11 @@ def test_bad_job_ids_fail_before_any_request(conn, requests_mock, job_id, error)
         ({"offset": -1}, ValueError, "offset must be a byte offset >= 0, got -1"),
         ({"offset": "0"}, TypeError, "offset must be a byte offset >= 0, got str"),
         ({"limit": 0}, ValueError, "limit must be a number of bytes between 1 and 1048576, got 0"),
-        ({"limit": 2_000_000}, ValueError, "limit must be a number of bytes between 1 and 1048576, got 2000000"),
+        (
+            {"limit": 2_000_000},
+            ValueError,
+            "limit must be a number of bytes between 1 and 1048576, got 2000000",
+        ),
     ],
 )
 def test_bad_log_arguments_fail_before_any_request(conn, requests_mock, kwargs, error, match):
@@ -301,7 +320,11 @@ def test_bad_log_arguments_fail_before_any_request(conn, requests_mock, kwargs, 
     ],
 )
 def test_api_errors_carry_status_code_and_message(conn, requests_mock, status, code, cls):
-    requests_mock.post(f"{BASE_URL}/run", status_code=status, json={"ok": False, "error": {"code": code, "message": "arg[0] bad"}})
+    requests_mock.post(
+        f"{BASE_URL}/run",
+        status_code=status,
+        json={"ok": False, "error": {"code": code, "message": "arg[0] bad"}},
+    )
     with pytest.raises(cls) as info:
         ScriptRunnerHook().submit_script("s", ["x"])
     err = info.value
@@ -311,7 +334,11 @@ def test_api_errors_carry_status_code_and_message(conn, requests_mock, status, c
 
 
 def test_job_not_found_has_its_own_class(conn, requests_mock):
-    requests_mock.get(f"{BASE_URL}/jobs/nope", status_code=404, json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}})
+    requests_mock.get(
+        f"{BASE_URL}/jobs/nope",
+        status_code=404,
+        json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}},
+    )
     with pytest.raises(ScriptRunnerJobNotFoundError) as info:
         ScriptRunnerHook().get_job("nope")
     assert info.value.error_code == "JOB_NOT_FOUND" and info.value.status_code == 404
@@ -360,14 +387,21 @@ def test_malformed_log_page(conn, requests_mock):
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
 def test_get_is_retried_on_transient_status(conn, requests_mock, status):
-    requests_mock.get(f"{BASE_URL}/jobs/j", [{"status_code": status, "text": "busy"}, {"json": job_body("j")}])
+    requests_mock.get(
+        f"{BASE_URL}/jobs/j", [{"status_code": status, "text": "busy"}, {"json": job_body("j")}]
+    )
     assert ScriptRunnerHook().get_job("j").job_id == "j"
     assert requests_mock.call_count == 2
 
 
 @pytest.mark.parametrize(
     "exc",
-    [REFUSED, RESET_AFTER_SEND, requests.exceptions.ReadTimeout("slow"), requests.exceptions.ConnectTimeout("slow")],
+    [
+        REFUSED,
+        RESET_AFTER_SEND,
+        requests.exceptions.ReadTimeout("slow"),
+        requests.exceptions.ConnectTimeout("slow"),
+    ],
 )
 def test_get_and_cancel_are_retried_on_connection_errors(conn, requests_mock, exc):
     requests_mock.get(f"{BASE_URL}/jobs/j", [{"exc": exc}, {"json": job_body("j")}])
@@ -380,7 +414,9 @@ def test_get_and_cancel_are_retried_on_connection_errors(conn, requests_mock, ex
 
 @pytest.mark.parametrize("status", [400, 404, 500])
 def test_get_is_not_retried_on_other_errors(conn, requests_mock, status):
-    requests_mock.get(f"{BASE_URL}/jobs/j", status_code=status, json={"ok": False, "error": {"code": "X", "message": "m"}})
+    requests_mock.get(
+        f"{BASE_URL}/jobs/j", status_code=status, json={"ok": False, "error": {"code": "X", "message": "m"}}
+    )
     with pytest.raises(ScriptRunnerApiError):
         ScriptRunnerHook().get_job("j")
     assert requests_mock.call_count == 1
@@ -388,7 +424,10 @@ def test_get_is_not_retried_on_other_errors(conn, requests_mock, status):
 
 def test_retries_give_up_with_an_error_naming_the_url(conn, requests_mock):
     requests_mock.get(f"{BASE_URL}/healthz", exc=REFUSED)
-    with pytest.raises(ScriptRunnerConnectionError, match=r"Cannot reach script-runner at http://sr.test:8080/healthz: connection refused") as info:
+    with pytest.raises(
+        ScriptRunnerConnectionError,
+        match=r"Cannot reach script-runner at http://sr.test:8080/healthz: connection refused",
+    ) as info:
         ScriptRunnerHook().health()
     assert requests_mock.call_count == 4  # 1 + the default 3 retries
     assert info.value.may_have_reached_server is False
@@ -406,7 +445,13 @@ def test_retry_count_comes_from_connection_extra(set_connection, requests_mock):
 def test_run_is_retried_when_the_connection_could_not_be_made(conn, requests_mock, mode):
     requests_mock.post(
         f"{BASE_URL}/run",
-        [{"exc": REFUSED}, {"exc": requests.exceptions.ConnectTimeout("x")}, {"status_code": 202, "json": {"ok": True, "jobId": "j1", "status": "queued"}} if mode == "async" else {"json": job_body("j1", "succeeded")}],
+        [
+            {"exc": REFUSED},
+            {"exc": requests.exceptions.ConnectTimeout("x")},
+            {"status_code": 202, "json": {"ok": True, "jobId": "j1", "status": "queued"}}
+            if mode == "async"
+            else {"json": job_body("j1", "succeeded")},
+        ],
     )
     hook = ScriptRunnerHook()
     result = hook.submit_script("s") if mode == "async" else hook.run_script("s").job_id
@@ -428,7 +473,10 @@ def test_run_is_retried_when_the_connection_could_not_be_made(conn, requests_moc
 )
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_run_is_never_retried_once_it_may_have_reached_the_server(conn, requests_mock, response, mode):
-    requests_mock.post(f"{BASE_URL}/run", [response, {"status_code": 202, "json": {"ok": True, "jobId": "dup", "status": "queued"}}])
+    requests_mock.post(
+        f"{BASE_URL}/run",
+        [response, {"status_code": 202, "json": {"ok": True, "jobId": "dup", "status": "queued"}}],
+    )
     hook = ScriptRunnerHook()
     with pytest.raises((ScriptRunnerConnectionError, ScriptRunnerApiError)) as info:
         hook.submit_script("s") if mode == "async" else hook.run_script("s")
@@ -442,7 +490,11 @@ def test_a_5xx_to_run_says_the_script_may_have_started(conn, requests_mock, stat
     requests_mock.post(f"{BASE_URL}/run", status_code=status, text="<html>oops</html>")
     with pytest.raises(ScriptRunnerApiError, match="may have reached the server and started the script"):
         ScriptRunnerHook().submit_script("s")
-    requests_mock.post(f"{BASE_URL}/run", status_code=400, json={"ok": False, "error": {"code": "INVALID_ARGS", "message": "arg[0] bad"}})
+    requests_mock.post(
+        f"{BASE_URL}/run",
+        status_code=400,
+        json={"ok": False, "error": {"code": "INVALID_ARGS", "message": "arg[0] bad"}},
+    )
     with pytest.raises(ScriptRunnerApiError) as info:
         ScriptRunnerHook().submit_script("s")
     assert "may have" not in str(info.value)  # a 4xx never started anything
@@ -473,7 +525,9 @@ def test_iter_log_reassembles_multibyte_text_exactly(conn, requests_mock, page_s
 
 
 def test_iter_log_from_offset_and_empty_stream(conn, requests_mock):
-    requests_mock.get(f"{BASE_URL}/jobs/j/logs", json=log_page_callback({"stdout": "héllo".encode(), "stderr": b""}))
+    requests_mock.get(
+        f"{BASE_URL}/jobs/j/logs", json=log_page_callback({"stdout": "héllo".encode(), "stderr": b""})
+    )
     hook = ScriptRunnerHook()
     assert [c.text for c in hook.iter_log("j", offset=3)] == ["llo"]
     assert list(hook.iter_log("j", "stderr")) == []
@@ -498,7 +552,9 @@ def test_iter_log_of_a_running_job_holds_back_a_cut_character(conn, requests_moc
 def test_iter_log_keeps_invalid_bytes_as_the_server_gives_them(conn, requests_mock):
     blob = b"ok\xff\xfe tail"
     requests_mock.get(f"{BASE_URL}/jobs/j/logs", json=log_page_callback({"stdout": blob}))
-    assert "".join(c.text for c in ScriptRunnerHook().iter_log("j", page_size=4)) == blob.decode("utf-8", "replace")
+    assert "".join(c.text for c in ScriptRunnerHook().iter_log("j", page_size=4)) == blob.decode(
+        "utf-8", "replace"
+    )
 
 
 def test_iter_log_rejects_a_page_size_too_small_for_a_character(conn, requests_mock):
@@ -520,7 +576,10 @@ def test_test_connection_ok(conn, requests_mock):
     ("mock", "expected"),
     [
         ({"exc": REFUSED}, "Could not connect to http://sr.test:8080/healthz: connection refused"),
-        ({"status_code": 404, "text": "<html>nginx</html>"}, "Not a script-runner at http://sr.test:8080/healthz (HTTP 404)"),
+        (
+            {"status_code": 404, "text": "<html>nginx</html>"},
+            "Not a script-runner at http://sr.test:8080/healthz (HTTP 404)",
+        ),
         ({"status_code": 200, "text": "<html>welcome</html>"}, "Not a script-runner"),
         ({"status_code": 401, "text": ""}, "Authentication rejected (HTTP 401)"),
         ({"status_code": 403, "text": ""}, "Authentication rejected (HTTP 403)"),

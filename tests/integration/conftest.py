@@ -6,15 +6,17 @@ import sys
 
 import pytest
 
-from tests.conftest import MIXED_TEXT_SOURCE, mixed_text  # noqa: F401 (re-exported for the tests)
-
 from airflow_provider_scriptrunner.testing.pytest_plugin import (  # noqa: F401 (fixtures)
     scriptrunner_connection,
     scriptrunner_server,
     scriptrunner_server_config,
 )
+from tests.conftest import MIXED_TEXT_SOURCE, mixed_text  # noqa: F401 (re-exported for the tests)
 
-MIXED_SCRIPT = MIXED_TEXT_SOURCE + "\nimport sys\nsys.stdout.buffer.write(mixed_text(int(sys.argv[1]), int(sys.argv[2])))\n"
+MIXED_SCRIPT = (
+    MIXED_TEXT_SOURCE
+    + "\nimport sys\nsys.stdout.buffer.write(mixed_text(int(sys.argv[1]), int(sys.argv[2])))\n"
+)
 
 
 @pytest.fixture

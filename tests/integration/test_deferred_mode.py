@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ from airflow_provider_scriptrunner.operators.scriptrunner import ScriptRunnerRun
 from airflow_provider_scriptrunner.output import TRUNCATION_MARKER
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
 from airflow_provider_scriptrunner.testing import process_alive
+from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
 #: Writes the steps of a plan file (JSON: ``[[stream, hex bytes, pause seconds], ...]``) to
 #: stdout ("out") or stderr ("err"), flushing after each; records its pid in ``<plan>.pid``.
@@ -245,7 +247,7 @@ def run_task(op: Any, ctx: dict[str, Any], log: Log) -> Run:
             log.phase[0] = "resume"
             run.op = fresh
             run.result = getattr(fresh, deferred.method_name)(ctx, run.event)
-    except Exception as err:  # noqa: BLE001 - the test looks at it
+    except Exception as err:
         run.error = err
     run.seconds = time.monotonic() - started
     log.phase[0] = "done"
@@ -563,3 +565,53 @@ def test_deferred_sensor_with_stream_logs_follows_a_job_submitted_elsewhere(
     assert log.texts("stdout") == lines_of(script.output("out"))
     assert log.texts("stderr") == lines_of(script.output("err"))
     assert log.lines("stdout")[0].at < ended_at(job_id) - 0.8
+
+
+# -- stopping a deferred task: the cancel decision survives Airflow cancelling the trigger again --------
+
+
+@pytest.mark.parametrize("calls_on_kill", [True, False], ids=["airflow-3.3-on_kill", "cancel-only"])
+def test_a_trigger_cancelled_again_while_it_decides_still_cancels_its_job(
+    scriptrunner_connection, plan, log, monkeypatch, calls_on_kill
+):
+    # A triggerer cancels the trigger's task on every state sync until the task has finished (the
+    # decision reads the task's state through the supervisor, which can take seconds); Airflow 3.3
+    # then calls on_kill. The task here was marked failed on the trigger's own try: cancel its job.
+    script = plan(*ticking(60))
+    hook = ScriptRunnerHook()
+    job_id = hook.submit_script("emit", script.args)
+    wait_for(lambda: hook.get_job(job_id).status is JobStatus.RUNNING)
+    trigger = rebuilt(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.1, stream_logs=True))
+    trigger.task_instance = SimpleNamespace(task_id="run", try_number=1)
+
+    async def state_read_slowly() -> str:
+        await asyncio.sleep(1.0)
+        return "failed"
+
+    async def owner_try() -> int:
+        return 1
+
+    monkeypatch.setattr(trigger, "_task_instance_state", state_read_slowly)
+    monkeypatch.setattr(trigger, "_owner_try", owner_try)
+
+    async def stop_as_the_triggerer_does() -> None:
+        async def drain() -> None:
+            async for _ in trigger.run():
+                raise AssertionError("the trigger fired although its job is still running")
+
+        task = asyncio.ensure_future(drain())
+        await asyncio.sleep(0.5)
+        task.cancel("user action")  # the first sync after the user's action
+        await asyncio.sleep(0.3)
+        task.cancel("user action")  # the next sync, while the decision still reads the state
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if calls_on_kill:
+            await asyncio.wait_for(trigger.on_kill(), 30)
+        else:  # Airflow 3.1/3.2: no on_kill; the loop goes on running other triggers
+            await asyncio.sleep(2.0)
+
+    asyncio.run(stop_as_the_triggerer_does())
+
+    assert_canceled_and_gone(job_id, script)
+    assert log.count(f"Canceled job {job_id} because the task is failed: its try 1 is over") == 1, log.text()

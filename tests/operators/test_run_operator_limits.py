@@ -56,7 +56,9 @@ def cancels(requests_mock, job=JOB):
 
 def test_time_before_the_wait_counts_towards_timeout(conn, requests_mock, clock):
     mock_run(requests_mock, [{"status": "running"}] * 100)
-    with pytest.raises(ScriptRunnerJobError, match=rf"job {JOB} did not finish within timeout=10 s; it was canceled"):
+    with pytest.raises(
+        ScriptRunnerJobError, match=rf"job {JOB} did not finish within timeout=10 s; it was canceled"
+    ):
         run_op(timeout=10, poll_interval=1).execute(make_context(start_date=started(8)))
     assert clock.now == pytest.approx(NOW + 2)  # 10 s from the try's start, not from the submit
     assert len(cancels(requests_mock)) == 1
@@ -65,7 +67,10 @@ def test_time_before_the_wait_counts_towards_timeout(conn, requests_mock, clock)
 def test_execution_timeout_cancels_in_the_worker_and_is_named(conn, requests_mock, clock):
     mock_run(requests_mock, [{"status": "running"}] * 100)
     op = run_op(timeout=60, execution_timeout=timedelta(seconds=20), poll_interval=5)
-    with pytest.raises(ScriptRunnerJobError, match=rf"job {JOB} did not finish within execution_timeout=20 s; it was canceled"):
+    with pytest.raises(
+        ScriptRunnerJobError,
+        match=rf"job {JOB} did not finish within execution_timeout=20 s; it was canceled",
+    ):
         op.execute(make_context(start_date=started(0)))
     assert clock.now == pytest.approx(NOW + 20)
     assert len(cancels(requests_mock)) == 1
@@ -83,7 +88,7 @@ def test_a_failed_cancel_keeps_the_record_for_the_next_try(conn, requests_mock, 
     mock_run(requests_mock, [{"status": "running"}] * 100)
     requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", status_code=503, text="")
     store = FakeStore()
-    with pytest.raises(ScriptRunnerJobError, match="canceling it failed.*the next try reattaches"):
+    with pytest.raises(ScriptRunnerJobError, match=r"canceling it failed.*the next try reattaches"):
         run_op(timeout=5).execute(make_context(store, start_date=started(0)))
     assert store.values == {"scriptrunner_job_id": JOB}  # not forgotten: no second copy on retry
 
@@ -91,7 +96,13 @@ def test_a_failed_cancel_keeps_the_record_for_the_next_try(conn, requests_mock, 
 def test_deferral_carries_the_deadline_and_a_later_airflow_backstop(conn, requests_mock, clock):
     mock_run(requests_mock, [{"status": "running", "stdoutSize": 3}])
     context = make_context(start_date=started(5), try_number=2)
-    op = run_op(deferrable=True, timeout=600, execution_timeout=timedelta(seconds=20), idle_timeout=30, log_page_bytes=512)
+    op = run_op(
+        deferrable=True,
+        timeout=600,
+        execution_timeout=timedelta(seconds=20),
+        idle_timeout=30,
+        log_page_bytes=512,
+    )
     with pytest.raises(TaskDeferred) as info:
         op.execute(context)
     trigger = info.value.trigger
@@ -124,7 +135,10 @@ def test_worker_cancels_a_stalled_job(conn, requests_mock, clock):
 def test_worker_does_not_stall_a_job_that_writes(conn, requests_mock, clock):
     states = [{"status": "running", "stdoutSize": n} for n in range(1, 30)] + [{"status": "succeeded"}]
     mock_run(requests_mock, states, stdout=b"x" * 29)
-    assert run_op(idle_timeout=15, poll_interval=10, stream_logs=False).execute(make_context())["status"] == "succeeded"
+    assert (
+        run_op(idle_timeout=15, poll_interval=10, stream_logs=False).execute(make_context())["status"]
+        == "succeeded"
+    )
     assert not cancels(requests_mock)
 
 
@@ -132,7 +146,11 @@ def test_worker_does_not_stall_a_job_that_writes(conn, requests_mock, clock):
 
 
 def test_stream_logs_false_writes_the_output_once_at_the_end(conn, requests_mock, task_log):
-    mock_run(requests_mock, [{"status": "running", "stdoutSize": 3}] * 3 + [{"status": "succeeded"}], stdout=b"ab\ncd\n")
+    mock_run(
+        requests_mock,
+        [{"status": "running", "stdoutSize": 3}] * 3 + [{"status": "succeeded"}],
+        stdout=b"ab\ncd\n",
+    )
     result = run_op(stream_logs=False).execute(make_context())
     logs = [r for r in requests_mock.request_history if r.path.endswith("/logs")]
     assert len(logs) == 1 and logs[0].qs["offset"] == ["0"]  # read only after the job ended
@@ -158,7 +176,9 @@ def test_deferred_result_equals_worker_result(conn, requests_mock, task_log, cap
     job = ScriptRunnerJob.from_api(job_body(JOB, "succeeded", stdoutSize=len(out), stderrSize=len(err)))
     event = JobEvent("success", "ok", JOB, job, log_offsets={"stdout": offset, "stderr": len(err)}).to_dict()
     before = len(task_log.text)
-    result = run_op(deferrable=True, max_output_bytes=cap, log_page_bytes=64).execute_complete(make_context(), json.loads(json.dumps(event)))
+    result = run_op(deferrable=True, max_output_bytes=cap, log_page_bytes=64).execute_complete(
+        make_context(), json.loads(json.dumps(event))
+    )
     assert result == expected
     # Only what the trigger did not log is logged now.
     resumed = task_log.text[before:]
@@ -169,11 +189,17 @@ def test_deferred_result_equals_worker_result(conn, requests_mock, task_log, cap
 
 def test_deferred_result_of_a_truncated_stream_ends_with_the_preview(conn, requests_mock):
     fields = {"stderrTruncated": True, "stderrPreview": "...\nFATAL: the real end\n"}
-    mock_run(requests_mock, [{"status": "failed", "code": 2, **fields}], stderr=b"early\n" * 5, truncated=True)
-    with pytest.raises(ScriptRunnerJobError, match=r"exit code 2\. End of stderr:\n(.|\n)*FATAL: the real end") as worker:
+    mock_run(
+        requests_mock, [{"status": "failed", "code": 2, **fields}], stderr=b"early\n" * 5, truncated=True
+    )
+    with pytest.raises(
+        ScriptRunnerJobError, match=r"exit code 2\. End of stderr:\n(.|\n)*FATAL: the real end"
+    ) as worker:
         run_op().execute(make_context())
     job = ScriptRunnerJob.from_api(job_body(JOB, "failed", code=2, stderrSize=30, **fields))
-    event = JobEvent("failure", "m", JOB, job, log_offsets={"stdout": 0, "stderr": 30}, truncation_warned=("stderr",)).to_dict()
+    event = JobEvent(
+        "failure", "m", JOB, job, log_offsets={"stdout": 0, "stderr": 30}, truncation_warned=("stderr",)
+    ).to_dict()
     with pytest.raises(ScriptRunnerJobError) as deferred:
         run_op(deferrable=True).execute_complete(make_context(), event)
     assert str(deferred.value) == str(worker.value)
@@ -196,7 +222,9 @@ def test_resume_after_airflow_ended_the_deferral_cancels_a_live_job(conn, reques
 def test_resume_after_airflow_ended_the_deferral_respects_cancel_on_kill(conn, requests_mock):
     context = make_context(FakeStore(scriptrunner_job_id=JOB))
     with pytest.raises(TaskDeferralError):
-        run_op(deferrable=True, cancel_on_kill=False).resume_execution("__fail__", {"error": "Trigger failure"}, context)
+        run_op(deferrable=True, cancel_on_kill=False).resume_execution(
+            "__fail__", {"error": "Trigger failure"}, context
+        )
     assert requests_mock.call_count == 0
 
 
@@ -261,7 +289,9 @@ def test_without_a_task_state_store_a_variable_remembers_the_job(conn, requests_
     key = job_store.variable_key("etl", "manual__2026-12-01", "run", 3)
     assert variables.values == {key: JOB}
     # The next try reattaches through it (Airflow 3.1/3.2: one task, never two live copies).
-    requests_mock.get(f"{BASE_URL}/jobs/{JOB}", [{"json": job_body(JOB, "running")}, {"json": job_body(JOB, "succeeded")}])
+    requests_mock.get(
+        f"{BASE_URL}/jobs/{JOB}", [{"json": job_body(JOB, "running")}, {"json": job_body(JOB, "succeeded")}]
+    )
     result = run_op().execute(variable_context(try_number=2))
     assert result["job_id"] == JOB and len(posts(requests_mock)) == 1
     assert variables.values == {}  # removed when the job ended

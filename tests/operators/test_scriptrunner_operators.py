@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 
 import pytest
 
 from airflow_provider_scriptrunner import _compat
 from airflow_provider_scriptrunner._compat import AirflowSkipException, TaskDeferred
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerError, ScriptRunnerJobError, ScriptRunnerJobNotFoundError
+from airflow_provider_scriptrunner.exceptions import (
+    ScriptRunnerError,
+    ScriptRunnerJobError,
+    ScriptRunnerJobNotFoundError,
+)
 from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
 from airflow_provider_scriptrunner.operators import run_script as ops
 from airflow_provider_scriptrunner.operators.scriptrunner import (
@@ -75,12 +78,20 @@ def no_sleep(monkeypatch):
 
 def mock_run(requests_mock, states, stdout=b"", stderr=b"", job_id=JOB, truncated=False):
     """Submit answers ``job_id``; successive GET /jobs answers walk through ``states`` (dicts)."""
-    requests_mock.post(f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": job_id, "status": "queued"})
+    requests_mock.post(
+        f"{BASE_URL}/run", status_code=202, json={"ok": True, "jobId": job_id, "status": "queued"}
+    )
     terminal = ("succeeded", "failed", "timed_out", "canceled")
     # A finished job reports the sizes of what it stored, as the server does.
-    sized = [{"stdoutSize": len(stdout), "stderrSize": len(stderr), **s} if s.get("status") in terminal else s for s in states]
+    sized = [
+        {"stdoutSize": len(stdout), "stderrSize": len(stderr), **s} if s.get("status") in terminal else s
+        for s in states
+    ]
     requests_mock.get(f"{BASE_URL}/jobs/{job_id}", [{"json": job_body(job_id, **s)} for s in sized])
-    requests_mock.get(f"{BASE_URL}/jobs/{job_id}/logs", json=log_page_callback({"stdout": stdout, "stderr": stderr}, truncated))
+    requests_mock.get(
+        f"{BASE_URL}/jobs/{job_id}/logs",
+        json=log_page_callback({"stdout": stdout, "stderr": stderr}, truncated),
+    )
     requests_mock.post(f"{BASE_URL}/jobs/{job_id}/cancel", json=job_body(job_id, "running"))
 
 
@@ -127,7 +138,11 @@ def test_bad_arguments_fail_at_construction(kwargs, match):
 
 
 def test_default_deferrable_comes_from_config(monkeypatch):
-    monkeypatch.setattr(_compat.conf, "getboolean", lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"))
+    monkeypatch.setattr(
+        _compat.conf,
+        "getboolean",
+        lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"),
+    )
     assert run_op(deferrable=None).deferrable is True
     monkeypatch.setattr(_compat.conf, "getboolean", lambda *a, **k: False)
     assert run_op(deferrable=None).deferrable is False
@@ -137,7 +152,12 @@ def test_default_deferrable_comes_from_config(monkeypatch):
 
 
 def test_success_returns_result_and_pushes_job_id(conn, requests_mock, task_log):
-    mock_run(requests_mock, [{"status": "running", "stdoutSize": 6}, {"status": "succeeded", "stdoutSize": 12, "stderrSize": 5}], stdout="héllo\nworld\n".encode(), stderr=b"warn\n")
+    mock_run(
+        requests_mock,
+        [{"status": "running", "stdoutSize": 6}, {"status": "succeeded", "stdoutSize": 12, "stderrSize": 5}],
+        stdout="héllo\nworld\n".encode(),
+        stderr=b"warn\n",
+    )
     context = make_context()
     result = run_op(args=["a", 1]).execute(context)
     assert posts(requests_mock)[0].json() == {"scriptId": "quick-echo", "args": ["a", "1"], "mode": "async"}
@@ -149,12 +169,18 @@ def test_success_returns_result_and_pushes_job_id(conn, requests_mock, task_log)
         "duration_ms": 990, "started_at": "2026-01-01T00:00:00.010Z", "ended_at": "2026-01-01T00:00:01.000Z",
     }  # fmt: skip
     json.dumps(result)
-    assert "[stdout] héllo" in task_log.text and "[stdout] world" in task_log.text and "[stderr] warn" in task_log.text
+    assert (
+        "[stdout] héllo" in task_log.text
+        and "[stdout] world" in task_log.text
+        and "[stderr] warn" in task_log.text
+    )
 
 
 def test_non_zero_exit_fails_with_code_and_stderr_tail(conn, requests_mock):
     mock_run(requests_mock, [{"status": "failed", "code": 3}], stderr=b"line1\nboom: disk full\n")
-    with pytest.raises(ScriptRunnerJobError, match=r"failed with exit code 3\. End of stderr:\nline1\nboom: disk full") as info:
+    with pytest.raises(
+        ScriptRunnerJobError, match=r"failed with exit code 3\. End of stderr:\nline1\nboom: disk full"
+    ) as info:
         run_op().execute(make_context())
     assert info.value.job.exit_code == 3
 
@@ -177,7 +203,10 @@ def test_exit_code_not_in_skip_list_still_fails(conn, requests_mock):
     [
         ({"status": "timed_out", "code": -1}, "the server's script timeout"),
         ({"status": "canceled", "code": -1}, "was canceled on the server"),
-        ({"status": "failed", "code": -1}, "killed by a signal, or lost when the script-runner server restarted"),
+        (
+            {"status": "failed", "code": -1},
+            "killed by a signal, or lost when the script-runner server restarted",
+        ),
     ],
 )
 def test_abnormal_endings_fail_with_their_reason(conn, requests_mock, state, match):
@@ -202,7 +231,11 @@ def test_logs_are_only_fetched_when_the_job_reports_new_output(conn, requests_mo
 
 
 def test_final_log_read_only_for_streams_with_unread_output(conn, requests_mock):
-    mock_run(requests_mock, [{"status": "running", "stdoutSize": 3}, {"status": "succeeded", "stdoutSize": 6}], stdout=b"ab\ncd\n")
+    mock_run(
+        requests_mock,
+        [{"status": "running", "stdoutSize": 3}, {"status": "succeeded", "stdoutSize": 6}],
+        stdout=b"ab\ncd\n",
+    )
     result = run_op().execute(make_context())
     streams = [r.qs["stream"][0] for r in requests_mock.request_history if r.path.endswith("/logs")]
     # Read once while running (all 6 bytes were there by then), not again at the end; stderr stayed empty.
@@ -221,7 +254,9 @@ def test_output_is_capped_in_the_return_value_but_fully_logged(conn, requests_mo
 
 
 def test_server_truncation_is_reported(conn, requests_mock, task_log):
-    mock_run(requests_mock, [{"status": "succeeded", "stdoutTruncated": True}], stdout=b"x" * 10, truncated=True)
+    mock_run(
+        requests_mock, [{"status": "succeeded", "stdoutTruncated": True}], stdout=b"x" * 10, truncated=True
+    )
     result = run_op().execute(make_context())
     assert result["stdout_truncated"] is True
     assert "The server truncated stdout" in task_log.text
@@ -236,7 +271,11 @@ def test_bad_templated_args_fail_before_any_request(conn, requests_mock):
 
 
 def test_unknown_script_surfaces_the_server_error(conn, requests_mock):
-    requests_mock.post(f"{BASE_URL}/run", status_code=400, json={"ok": False, "error": {"code": "SCRIPT_NOT_FOUND", "message": "script not found: nope"}})
+    requests_mock.post(
+        f"{BASE_URL}/run",
+        status_code=400,
+        json={"ok": False, "error": {"code": "SCRIPT_NOT_FOUND", "message": "script not found: nope"}},
+    )
     with pytest.raises(ScriptRunnerError) as info:
         run_op(script_id="nope").execute(make_context())
     assert info.value.error_code == "SCRIPT_NOT_FOUND"
@@ -249,7 +288,9 @@ def test_worker_timeout_cancels_the_job_and_fails(conn, requests_mock, monkeypat
     clock = iter(range(0, 1000, 5))
     monkeypatch.setattr(ops.time, "time", lambda: float(next(clock)))
     mock_run(requests_mock, [{"status": "running"}] * 50)
-    with pytest.raises(ScriptRunnerJobError, match=rf"job {JOB} did not finish within timeout=12 s; it was canceled"):
+    with pytest.raises(
+        ScriptRunnerJobError, match=rf"job {JOB} did not finish within timeout=12 s; it was canceled"
+    ):
         run_op(timeout=12).execute(make_context())
     assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 1
 
@@ -265,7 +306,12 @@ def test_deferrable_defers_with_the_right_trigger(conn, requests_mock):
     trigger = info.value.trigger
     assert isinstance(trigger, ScriptRunnerJobTrigger)
     assert info.value.method_name == "execute_complete"
-    assert (trigger.job_id, trigger.scriptrunner_conn_id, trigger.poll_interval, trigger.cancel_on_kill) == (JOB, "scriptrunner_default", 7.0, False)
+    assert (trigger.job_id, trigger.scriptrunner_conn_id, trigger.poll_interval, trigger.cancel_on_kill) == (
+        JOB,
+        "scriptrunner_default",
+        7.0,
+        False,
+    )
     assert before + 60 <= trigger.end_time <= time.time() + 60
     json.dumps(trigger.serialize()[1])
 
@@ -303,7 +349,9 @@ def test_execute_complete_uses_the_same_outcome_rules(conn, requests_mock, final
 
 
 @pytest.mark.parametrize("trigger_canceled", [True, False])
-def test_execute_complete_timeout_event_cancels_only_when_the_trigger_did_not(conn, requests_mock, trigger_canceled):
+def test_execute_complete_timeout_event_cancels_only_when_the_trigger_did_not(
+    conn, requests_mock, trigger_canceled
+):
     mock_run(requests_mock, [{"status": "running"}])
     message = f"job {JOB} did not finish within execution_timeout=30 s; it was canceled"
     event = JobEvent("timeout", message, JOB, limit="execution_timeout", canceled=trigger_canceled).to_dict()
@@ -365,7 +413,12 @@ def test_job_id_is_recorded_and_cleared_after_the_end(conn, requests_mock):
 
 
 def test_a_new_try_reattaches_to_a_running_job(conn, requests_mock):
-    mock_run(requests_mock, [{"status": "running"}, {"status": "running"}, {"status": "succeeded"}], job_id="job_old_1", stdout=b"x\n")
+    mock_run(
+        requests_mock,
+        [{"status": "running"}, {"status": "running"}, {"status": "succeeded"}],
+        job_id="job_old_1",
+        stdout=b"x\n",
+    )
     result = run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))
     assert posts(requests_mock) == []
     assert result["job_id"] == "job_old_1"
@@ -381,17 +434,31 @@ def test_a_new_try_after_the_job_ended_runs_the_script_again(conn, requests_mock
 
 
 def test_a_forgotten_job_is_not_reattached(conn, requests_mock):
-    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", status_code=404, json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}})
+    requests_mock.get(
+        f"{BASE_URL}/jobs/job_old_1",
+        status_code=404,
+        json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}},
+    )
     mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
     assert run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"] == "job_new_2"
 
 
 def test_reattach_false_cancels_the_previous_job_before_submitting(conn, requests_mock):
     old = f"{BASE_URL}/jobs/job_old_1"
-    requests_mock.get(old, [{"json": job_body("job_old_1", "running")}, {"json": job_body("job_old_1", "running")}, {"json": job_body("job_old_1", "canceled")}])
+    requests_mock.get(
+        old,
+        [
+            {"json": job_body("job_old_1", "running")},
+            {"json": job_body("job_old_1", "running")},
+            {"json": job_body("job_old_1", "canceled")},
+        ],
+    )
     requests_mock.post(f"{old}/cancel", json=job_body("job_old_1", "running"))
     mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
-    assert run_op(reattach=False).execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"] == "job_new_2"
+    assert (
+        run_op(reattach=False).execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"]
+        == "job_new_2"
+    )
     calls = [(r.method, r.path) for r in requests_mock.request_history]
     # The old copy is canceled and seen ended before the script is started again.
     assert calls.index(("POST", "/jobs/job_old_1/cancel")) < calls.index(("POST", "/run"))
@@ -445,14 +512,18 @@ def test_cancel_of_a_finished_job_is_a_no_op(conn, requests_mock, task_log):
 
 
 def test_cancel_of_an_unknown_job_fails(conn, requests_mock):
-    requests_mock.post(f"{BASE_URL}/jobs/nope/cancel", status_code=404, json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}})
+    requests_mock.post(
+        f"{BASE_URL}/jobs/nope/cancel",
+        status_code=404,
+        json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}},
+    )
     with pytest.raises(ScriptRunnerJobNotFoundError) as info:
         ScriptRunnerCancelJobOperator(task_id="cancel", job_id="nope").execute(make_context())
     assert info.value.error_code == "JOB_NOT_FOUND"
 
 
 def test_cancel_wait_is_bounded(conn, requests_mock, monkeypatch):
-    clock = iter(range(0, 1000))
+    clock = iter(range(1000))
     monkeypatch.setattr(ops.time, "monotonic", lambda: float(next(clock)))
     requests_mock.post(f"{JOB_URL}/cancel", json=job_body(JOB, "running"))
     requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
@@ -462,11 +533,19 @@ def test_cancel_wait_is_bounded(conn, requests_mock, monkeypatch):
 
 def test_logs_operator_returns_both_streams(conn, requests_mock, task_log):
     requests_mock.get(JOB_URL, json=job_body(JOB, "succeeded", stdoutSize=9, stderrSize=0))
-    requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": "a\nbé\nc\n".encode(), "stderr": b""}))
+    requests_mock.get(
+        f"{JOB_URL}/logs", json=log_page_callback({"stdout": "a\nbé\nc\n".encode(), "stderr": b""})
+    )
     context = make_context()
     result = ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB).execute(context)
     assert context["ti"].xcom["job_url"] == JOB_URL
-    assert result["stdout"] == {"data": "a\nbé\nc\n", "offset": 0, "next_offset": 8, "total_size": 8, "truncated": False}
+    assert result["stdout"] == {
+        "data": "a\nbé\nc\n",
+        "offset": 0,
+        "next_offset": 8,
+        "total_size": 8,
+        "truncated": False,
+    }
     assert result["stderr"]["data"] == "" and result["stderr"]["total_size"] == 0
     assert "[stdout] bé" in task_log.text
 
@@ -474,7 +553,9 @@ def test_logs_operator_returns_both_streams(conn, requests_mock, task_log):
 def test_logs_operator_offset_and_limit(conn, requests_mock):
     requests_mock.get(JOB_URL, json=job_body(JOB, "succeeded"))
     requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"0123456789", "stderr": b""}))
-    result = ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB, stream="stdout", offset=2, limit=5).execute(make_context())
+    result = ScriptRunnerGetJobLogsOperator(
+        task_id="logs", job_id=JOB, stream="stdout", offset=2, limit=5
+    ).execute(make_context())
     assert result["stdout"]["data"] == "23456"
     assert result["stdout"]["next_offset"] == 7 and result["stdout"]["total_size"] == 10
     assert "stderr" not in result
@@ -482,7 +563,11 @@ def test_logs_operator_offset_and_limit(conn, requests_mock):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"offset": -1}, "offset must be"), ({"limit": 0}, "limit must be"), ({"stream": "all"}, "stream must be")],
+    [
+        ({"offset": -1}, "offset must be"),
+        ({"limit": 0}, "limit must be"),
+        ({"stream": "all"}, "stream must be"),
+    ],
 )
 def test_logs_operator_bad_input(conn, requests_mock, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -502,4 +587,4 @@ def test_job_link_reads_the_pushed_url(monkeypatch):
     assert link.name == "Script Runner Job"
     assert link.get_link(run_op(), ti_key="key") == JOB_URL
     assert seen == {"ti_key": "key", "key": "job_url"}
-    assert any(isinstance(l, ScriptRunnerJobLink) for l in run_op().operator_extra_links)
+    assert any(isinstance(link, ScriptRunnerJobLink) for link in run_op().operator_extra_links)

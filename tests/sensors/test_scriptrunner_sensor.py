@@ -24,10 +24,17 @@ from tests.conftest import BASE_URL, job_body
 
 JOB = "job_1795342284509_3"
 JOB_URL = f"{BASE_URL}/jobs/{JOB}"
-NOT_FOUND = {"status_code": 404, "json": {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}}}
+NOT_FOUND = {
+    "status_code": 404,
+    "json": {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}},
+}
 
 FAILED_BODIES = [
-    pytest.param(job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"), "failed with exit code 3", id="failed-3"),
+    pytest.param(
+        job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"),
+        "failed with exit code 3",
+        id="failed-3",
+    ),
     pytest.param(job_body(JOB, "timed_out"), "timed out", id="timed_out"),
     pytest.param(job_body(JOB, "canceled"), "was canceled on the server", id="canceled"),
     pytest.param(job_body(JOB, "failed", code=-1), "ended with code -1", id="failed-minus-1"),
@@ -42,7 +49,11 @@ def make_sensor(**kwargs) -> ScriptRunnerJobSensor:
 
 
 def test_default_deferrable_comes_from_config(monkeypatch):
-    monkeypatch.setattr(_compat.conf, "getboolean", lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"))
+    monkeypatch.setattr(
+        _compat.conf,
+        "getboolean",
+        lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"),
+    )
     assert make_sensor(deferrable=None).deferrable is True
     monkeypatch.setattr(_compat.conf, "getboolean", lambda *a, **k: False)
     assert make_sensor(deferrable=None).deferrable is False
@@ -224,7 +235,9 @@ def test_deferrable_soft_fail_skips_when_job_already_failed(conn, requests_mock,
 @pytest.mark.parametrize("timeout", [300, timedelta(minutes=5)], ids=["seconds", "timedelta"])
 def test_deferrable_defers_a_watch_only_trigger(conn, requests_mock, timeout):
     requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
-    sensor = make_sensor(deferrable=True, poke_interval=7, timeout=timeout, scriptrunner_conn_id="scriptrunner_default")
+    sensor = make_sensor(
+        deferrable=True, poke_interval=7, timeout=timeout, scriptrunner_conn_id="scriptrunner_default"
+    )
 
     before = time.time()
     with pytest.raises(TaskDeferred) as excinfo:
@@ -264,7 +277,9 @@ def test_execute_complete_success_returns_job_dict(conn):
 @pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
 def test_execute_complete_failure_fails_without_retry(conn, body, reason):
     with pytest.raises(AirflowFailException, match=reason):
-        make_sensor().execute_complete({}, _event("failure", body, message=judge_job(ScriptRunnerJob.from_api(body)).message))
+        make_sensor().execute_complete(
+            {}, _event("failure", body, message=judge_job(ScriptRunnerJob.from_api(body)).message)
+        )
 
 
 def test_execute_complete_timeout_raises_sensor_timeout(conn):
@@ -320,7 +335,9 @@ class _Server:
         return httpx.Response(200, json=body)
 
 
-def _deferred_trigger(requests_mock, server: _Server, **sensor_kwargs) -> tuple[ScriptRunnerJobSensor, ScriptRunnerJobTrigger]:
+def _deferred_trigger(
+    requests_mock, server: _Server, **sensor_kwargs
+) -> tuple[ScriptRunnerJobSensor, ScriptRunnerJobTrigger]:
     requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
     sensor = make_sensor(deferrable=True, **sensor_kwargs)
     with pytest.raises(TaskDeferred) as excinfo:
@@ -419,7 +436,9 @@ def test_explicit_deferrable_beats_config(monkeypatch):
 # Limits while deferred, and following the job's output
 
 
-def test_deferred_deadline_is_the_earlier_of_timeout_and_execution_timeout_from_the_try_start(conn, requests_mock):
+def test_deferred_deadline_is_the_earlier_of_timeout_and_execution_timeout_from_the_try_start(
+    conn, requests_mock
+):
     from datetime import datetime, timezone
 
     requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
@@ -436,8 +455,13 @@ def test_deferred_deadline_is_the_earlier_of_timeout_and_execution_timeout_from_
 def test_execute_complete_execution_timeout_raises_task_timeout(conn):
     from airflow_provider_scriptrunner._compat import AirflowTaskTimeout
 
-    event = _event("timeout", job_body(JOB, "running"), limit="execution_timeout", message=f"job {JOB} did not finish within execution_timeout=30 s")
-    with pytest.raises(AirflowTaskTimeout, match="execution_timeout=30 s.*the sensor only watches"):
+    event = _event(
+        "timeout",
+        job_body(JOB, "running"),
+        limit="execution_timeout",
+        message=f"job {JOB} did not finish within execution_timeout=30 s",
+    )
+    with pytest.raises(AirflowTaskTimeout, match=r"execution_timeout=30 s.*the sensor only watches"):
         make_sensor().execute_complete({}, event)
 
 
@@ -450,7 +474,13 @@ def test_stream_logs_is_off_by_default(conn, requests_mock, task_log):
 def test_poke_mode_follows_the_output_live(conn, requests_mock, task_log):
     from tests.conftest import log_page_callback
 
-    requests_mock.get(JOB_URL, [{"json": job_body(JOB, "running", stdoutSize=4)}, {"json": job_body(JOB, "succeeded", stdoutSize=8)}])
+    requests_mock.get(
+        JOB_URL,
+        [
+            {"json": job_body(JOB, "running", stdoutSize=4)},
+            {"json": job_body(JOB, "succeeded", stdoutSize=8)},
+        ],
+    )
     sensor = make_sensor(stream_logs=True, mode="poke")
     requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"one\n"}))  # written so far
     assert sensor.poke({}).is_done is False
@@ -464,7 +494,13 @@ def test_reschedule_mode_writes_the_output_once_when_the_job_ended(conn, request
     from tests.conftest import log_page_callback
 
     requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"one\ntwo\n"}))
-    requests_mock.get(JOB_URL, [{"json": job_body(JOB, "running", stdoutSize=4)}, {"json": job_body(JOB, "succeeded", stdoutSize=8)}])
+    requests_mock.get(
+        JOB_URL,
+        [
+            {"json": job_body(JOB, "running", stdoutSize=4)},
+            {"json": job_body(JOB, "succeeded", stdoutSize=8)},
+        ],
+    )
     # Each reschedule poke is a new process (a new sensor): only the one that sees the end logs.
     make_sensor(stream_logs=True, mode="reschedule").poke({})
     assert "[stdout]" not in task_log.text
@@ -476,7 +512,9 @@ def test_execute_complete_logs_only_what_the_trigger_did_not(conn, requests_mock
     from tests.conftest import log_page_callback
 
     requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"seen\nnew\n", "stderr": b""}))
-    event = _event("success", job_body(JOB, "succeeded", stdoutSize=9), log_offsets={"stdout": 5, "stderr": 0})
+    event = _event(
+        "success", job_body(JOB, "succeeded", stdoutSize=9), log_offsets={"stdout": 5, "stderr": 0}
+    )
     assert make_sensor(stream_logs=True).execute_complete({}, event)["status"] == "succeeded"
     assert "[stdout] new" in task_log.text and "[stdout] seen" not in task_log.text
     assert_never_canceled(requests_mock)

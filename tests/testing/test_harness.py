@@ -26,7 +26,7 @@ SCRIPTS = {
     # Ignores SIGTERM (its children too); gives up after about 30 s.
     "stubborn": {
         "body": '#!/bin/sh\ntrap "" TERM\necho "pid=$$"\ni=0\n'
-        'while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n',
+        "while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n",
         "mode": "async",
     },
     "hello": {"body": "#!/bin/sh\necho hello\n", "mode": "sync"},
@@ -78,7 +78,7 @@ def test_stop_ends_a_script_that_ignores_sigterm_without_kill_grace_sec(tmp_path
 
 def test_running_pgids_lists_only_live_scripts(tmp_path):
     with ScriptRunnerServerProcess(tmp_path, SCRIPTS) as server:
-        job_id, pgid = start_sleeper(server)
+        job_id, _ = start_sleeper(server)
         requests.post(f"{server.url}/jobs/{job_id}/cancel", timeout=10)
         deadline = time.monotonic() + 5
         while requests.get(f"{server.url}/jobs/{job_id}", timeout=10).json()["status"] == "running":
@@ -122,7 +122,7 @@ def test_sigterm_makes_the_server_end_its_scripts_without_recording_them(tmp_pat
 def test_exception_in_the_with_body_still_stops_everything(tmp_path):
     server = ScriptRunnerServerProcess(tmp_path, SCRIPTS)
 
-    with pytest.raises(RuntimeError, match="boom"), server:
+    with pytest.raises(RuntimeError, match="boom"), server:  # noqa: PT012 - the raise must come from inside the with
         server_pid = server.pid
         _, pgid = start_sleeper(server)
         raise RuntimeError("boom")
@@ -275,7 +275,9 @@ def test_server_exits_when_the_test_process_dies_without_teardown(tmp_path):
         time.sleep(120)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         server_pid = int(proc.stdout.readline())
         pgids_file = tmp_path / "srv" / "state" / "running.pgids"
@@ -287,7 +289,9 @@ def test_server_exits_when_the_test_process_dies_without_teardown(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (process_alive(server_pid) or any(map(process_group_alive, script_pgids))):
+        while time.monotonic() < deadline and (
+            process_alive(server_pid) or any(map(process_group_alive, script_pgids))
+        ):
             time.sleep(0.1)
         assert not process_alive(server_pid)
         assert not any(map(process_group_alive, script_pgids))

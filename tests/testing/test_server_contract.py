@@ -6,6 +6,7 @@ Runs against the bundled server, or against a real deployment when ``SCRIPTRUNNE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from airflow_provider_scriptrunner.testing.harness import (
     process_alive,
     process_group_alive,
 )
-from tests.testing.conftest import CONTRACT_SCRIPTS, LIMITED_RUNNER, TERMINAL
+from tests.testing.conftest import CONTRACT_SCRIPTS, LIMITED_RUNNER
 
 JOB_FIELDS = {
     "jobId",
@@ -215,9 +216,7 @@ def test_args_reach_the_script_verbatim(api, tmp_path):
 
 
 def test_body_that_is_not_json_is_an_internal_error(api):
-    response = api.request(
-        "POST", "/run", data=b"{not json", headers={"Content-Type": "application/json"}
-    )
+    response = api.request("POST", "/run", data=b"{not json", headers={"Content-Type": "application/json"})
     assert_error(response, 500, "INTERNAL_ERROR", "invalid json body")
 
 
@@ -466,10 +465,8 @@ def test_cancel_sends_sigterm_only_so_a_script_ignoring_it_keeps_running(api, bu
             time.sleep(0.25)
         assert api.cancel(job_id).json()["status"] == "running"  # a second cancel changes nothing either
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)  # the test's own cleanup: the server will not do it
-        except ProcessLookupError:
-            pass
     wait_gone(pgid)
     job = api.wait_terminal(job_id)
     assert (job["status"], job["code"]) == ("canceled", -1)
@@ -646,11 +643,12 @@ def test_restart_fails_unfinished_jobs_and_keeps_finished_ones(bundled, tmp_path
     assert not process_alive(pid)
 
 
-
 def test_a_lone_surrogate_argument_is_invalid_args(api, bundled):
     # JSON can spell a lone surrogate ("\ud800"), which no process argument can carry.
     response = api.request(
-        "POST", "/run", data=b'{"scriptId": "echo-args", "args": ["ok", "\\ud800"], "mode": "sync"}',
+        "POST",
+        "/run",
+        data=b'{"scriptId": "echo-args", "args": ["ok", "\\ud800"], "mode": "sync"}',
         headers={"Content-Type": "application/json"},
     )
     assert_error(response, 400, "INVALID_ARGS", "arg[1] must be valid unicode")

@@ -16,10 +16,10 @@ from airflow_provider_scriptrunner.outcome import judge_job
 from airflow_provider_scriptrunner.triggers import scriptrunner as trigger_module
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import job_body
+from tests.triggers.conftest import _real_sleep
 
 JOB = "job_1795342284509_3"
 NOT_FOUND = (404, {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}})
-_real_sleep = asyncio.sleep
 
 
 class FakeServer:
@@ -30,9 +30,9 @@ class FakeServer:
     answers ``cancel``. An answer is ``(status, dict-or-text)`` or an exception to raise.
     """
 
-    def __init__(self, *polls, cancel=(200, job_body(JOB, "canceled"))):
+    def __init__(self, *polls, cancel=None):
         self.polls = list(polls)
-        self.cancel = cancel
+        self.cancel = (200, job_body(JOB, "canceled")) if cancel is None else cancel
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -57,42 +57,6 @@ class FakeServer:
     @property
     def cancels(self) -> list[httpx.Request]:
         return [r for r in self.requests if r.method == "POST"]
-
-
-class FakeClock:
-    """Wall clock and asyncio.sleep for the trigger module: sleeping records the delay and advances time."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        if len(self.sleeps) >= 100:  # a trigger that never ends fails fast instead of spinning
-            raise AssertionError(f"the trigger kept polling: pauses so far {self.sleeps[:10]}...")
-        self.sleeps.append(delay)
-        self.now += delay
-        await _real_sleep(0)
-
-
-class _AsyncioWithSleep:
-    """The asyncio module as the trigger module sees it, with ``sleep`` replaced."""
-
-    def __init__(self, sleep) -> None:
-        self.sleep = sleep
-
-    def __getattr__(self, name: str):
-        return getattr(asyncio, name)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = FakeClock()
-    monkeypatch.setattr(trigger_module, "asyncio", _AsyncioWithSleep(fake.sleep))
-    monkeypatch.setattr(trigger_module, "time", SimpleNamespace(time=fake.time))
-    return fake
 
 
 def make_trigger(server: FakeServer, **kwargs) -> ScriptRunnerJobTrigger:
@@ -130,7 +94,11 @@ def state_returning(value):
     ("body", "expected_status", "expected_text"),
     [
         (job_body(JOB, "succeeded"), "success", "succeeded"),
-        (job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"), "failure", "failed with exit code 3"),
+        (
+            job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"),
+            "failure",
+            "failed with exit code 3",
+        ),
         (job_body(JOB, "timed_out"), "failure", "timed out"),
         (job_body(JOB, "canceled"), "failure", "was canceled on the server"),
         (job_body(JOB, "failed", code=-1), "failure", "ended with code -1"),
@@ -275,7 +243,9 @@ async def test_errors_that_waiting_cannot_fix_fire_error_at_once(conn, clock, an
 @pytest.mark.asyncio
 async def test_deadline_already_passed_cancels_without_polling(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "canceled")))
-    payload = await only_event(make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s"))
+    payload = await only_event(
+        make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s")
+    )
 
     assert payload["status"] == "timeout"
     assert payload["message"] == f"job {JOB} did not finish within execution_timeout=20 s; it was canceled"
@@ -310,7 +280,9 @@ async def test_deadline_during_error_backoff_is_kept(conn, clock):
 @pytest.mark.asyncio
 async def test_deadline_without_cancel_on_timeout_leaves_the_job(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")))
-    trigger = make_trigger(server, poll_interval=5, end_time=clock.now + 10, end_limit="timeout=10 s", cancel_on_timeout=False)
+    trigger = make_trigger(
+        server, poll_interval=5, end_time=clock.now + 10, end_limit="timeout=10 s", cancel_on_timeout=False
+    )
     payload = await only_event(trigger)
 
     assert payload["status"] == "timeout"
@@ -391,7 +363,11 @@ def test_serialize_defaults_round_trip():
     classpath, kwargs = ScriptRunnerJobTrigger(job_id=JOB).serialize()
     rebuilt = ScriptRunnerJobTrigger(**json.loads(json.dumps(kwargs)))
     assert rebuilt.serialize() == (classpath, kwargs)
-    assert kwargs["end_time"] is None and kwargs["cancel_on_kill"] is True and kwargs["cancel_on_timeout"] is True
+    assert (
+        kwargs["end_time"] is None
+        and kwargs["cancel_on_kill"] is True
+        and kwargs["cancel_on_timeout"] is True
+    )
 
 
 @pytest.mark.asyncio
@@ -467,7 +443,9 @@ async def test_own_hook_is_lazy_and_does_not_retry(set_connection, clock):
 
 def on_try(trigger, state, owner=1, try_number=1):
     """Give the trigger a task instance on ``try_number``, whose state and owner record are as given."""
-    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="run", run_id="r", map_index=-1, try_number=try_number)
+    trigger.task_instance = SimpleNamespace(
+        dag_id="d", task_id="run", run_id="r", map_index=-1, try_number=try_number
+    )
     trigger._task_instance_state = state_returning(state)
     trigger._owner_try = state_returning(owner)
     return trigger
@@ -502,8 +480,17 @@ async def test_on_kill_cancels_when_the_try_ended(conn, state):
         # A later try of the task ended; the job is that try's now.
         ("failed", 2, "try 2 of the task owns the job"),
     ],
-    ids=["deferred", "unreadable", "cleared", "cleared-scheduled", "cleared-queued", "new-try-running",
-         "new-try-cleared-the-record", "new-try-deferred", "new-try-failed"],
+    ids=[
+        "deferred",
+        "unreadable",
+        "cleared",
+        "cleared-scheduled",
+        "cleared-queued",
+        "new-try-running",
+        "new-try-cleared-the-record",
+        "new-try-deferred",
+        "new-try-failed",
+    ],
 )
 async def test_the_job_goes_on_unless_this_try_is_over(conn, task_log, state, owner, why):
     server = FakeServer((200, job_body(JOB, "running")))
@@ -519,7 +506,9 @@ async def test_the_job_goes_on_unless_this_try_is_over(conn, task_log, state, ow
 async def test_airflow_ending_the_deferral_after_the_deadline_cancels(conn, clock):
     # Airflow's own trigger timeout puts the task back to SCHEDULED on the same try (to fail it).
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
-    trigger = on_try(make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s"), "scheduled")
+    trigger = on_try(
+        make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s"), "scheduled"
+    )
     await trigger.on_kill()
     assert len(server.cancels) == 1
 
@@ -572,7 +561,9 @@ async def test_no_cancel_without_task_instance():
     ],
     ids=["unmapped-deferred", "unmapped-failed", "mapped-deferred", "mapped-failed", "no-map-index"],
 )
-async def test_cancel_decision_reads_the_task_state_and_owner(monkeypatch, map_index, states, expected_map_index, cancel):
+async def test_cancel_decision_reads_the_task_state_and_owner(
+    monkeypatch, map_index, states, expected_map_index, cancel
+):
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     from airflow_provider_scriptrunner._compat import XCom
@@ -590,12 +581,24 @@ async def test_cancel_decision_reads_the_task_state_and_owner(monkeypatch, map_i
     monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
     monkeypatch.setattr(XCom, "get_one", staticmethod(get_one))
     trigger = ScriptRunnerJobTrigger(job_id=JOB)
-    trigger.task_instance = SimpleNamespace(dag_id="dag_a", task_id="watch", run_id="run_1", map_index=map_index, try_number=4)
+    trigger.task_instance = SimpleNamespace(
+        dag_id="dag_a", task_id="watch", run_id="run_1", map_index=map_index, try_number=4
+    )
 
     assert (await trigger.cancel_decision())[0] is cancel
-    assert state_calls == [{"dag_id": "dag_a", "task_ids": ["watch"], "run_ids": ["run_1"], "map_index": expected_map_index}]
+    assert state_calls == [
+        {"dag_id": "dag_a", "task_ids": ["watch"], "run_ids": ["run_1"], "map_index": expected_map_index}
+    ]
     if xcom_calls:  # not read when the task is still deferred
-        assert xcom_calls == [{"key": "scriptrunner_try", "dag_id": "dag_a", "task_id": "watch", "run_id": "run_1", "map_index": expected_map_index}]
+        assert xcom_calls == [
+            {
+                "key": "scriptrunner_try",
+                "dag_id": "dag_a",
+                "task_id": "watch",
+                "run_id": "run_1",
+                "map_index": expected_map_index,
+            }
+        ]
 
 
 async def _start_and_cancel(trigger: ScriptRunnerJobTrigger, server: FakeServer) -> None:
@@ -625,7 +628,9 @@ async def _start_and_cancel(trigger: ScriptRunnerJobTrigger, server: FakeServer)
     ],
     ids=["failed", "success", "cleared", "deferred", "unreadable", "cancel_on_kill-false"],
 )
-async def test_cancellation_of_the_trigger_decides_on_every_version(conn, state, cancel_on_kill, expect_cancel):
+async def test_cancellation_of_the_trigger_decides_on_every_version(
+    conn, state, cancel_on_kill, expect_cancel
+):
     # Airflow 3.1/3.2 only cancel the trigger's task; 3.3 does too, and on its own trigger timeout
     # does nothing else (no on_kill).
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))

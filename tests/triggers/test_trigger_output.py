@@ -11,7 +11,7 @@ from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHo
 from airflow_provider_scriptrunner.models import JobEvent
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import job_body, log_page, mixed_text
-from tests.triggers.test_scriptrunner_trigger import clock, only_event  # noqa: F401 - fixtures
+from tests.triggers.test_scriptrunner_trigger import only_event
 
 JOB = "job_1795342284509_3"
 
@@ -40,7 +40,14 @@ class GrowingJob:
         if path.endswith("/logs"):
             query = parse_qs(request.url.query.decode())
             stream = query["stream"][0]
-            body = log_page(self.current, stream, int(query["offset"][0]), int(query["limit"][0]), JOB, stream in self.truncated)
+            body = log_page(
+                self.current,
+                stream,
+                int(query["offset"][0]),
+                int(query["limit"][0]),
+                JOB,
+                stream in self.truncated,
+            )
             return httpx.Response(200, json=body)
         status, stdout, stderr = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
         self.current = {"stdout": stdout, "stderr": stderr}
@@ -54,7 +61,11 @@ class GrowingJob:
         return httpx.Response(200, json=job_body(JOB, status, **fields))
 
     def logs_requests(self, stream=None):
-        return [r for r in self.requests if r.url.path.endswith("/logs") and (stream is None or f"stream={stream}" in str(r.url))]
+        return [
+            r
+            for r in self.requests
+            if r.url.path.endswith("/logs") and (stream is None or f"stream={stream}" in str(r.url))
+        ]
 
     @property
     def cancels(self):
@@ -90,13 +101,18 @@ async def test_output_is_logged_line_by_line_while_the_job_runs(conn, clock, tas
     # Each byte is fetched once: every request starts where the previous one of its stream ended.
     offsets = [int(parse_qs(r.url.query.decode())["offset"][0]) for r in server.logs_requests("stdout")]
     assert offsets == [0, len(b"first line\nsecond "), len(b"first line\nsecond half\n")]
-    assert payload["log_offsets"] == {"stdout": len(b"first line\nsecond half\nlast, no newline"), "stderr": 8}
+    assert payload["log_offsets"] == {
+        "stdout": len(b"first line\nsecond half\nlast, no newline"),
+        "stderr": 8,
+    }
 
 
 @pytest.mark.asyncio
 async def test_lines_are_never_logged_twice_and_the_held_line_is_not_counted(conn, clock, task_log):
     # The job ends while the trigger holds a partial line that the final read completes.
-    server = GrowingJob([("running", b"a\nhal", b""), ("running", b"a\nhal", b""), ("succeeded", b"a\nhalf\n", b"")])
+    server = GrowingJob(
+        [("running", b"a\nhal", b""), ("running", b"a\nhal", b""), ("succeeded", b"a\nhalf\n", b"")]
+    )
     payload = await only_event(make(server))
     assert logged(task_log) == ["a", "half"]
     assert payload["log_offsets"]["stdout"] == 7
@@ -137,7 +153,14 @@ async def test_resuming_from_offsets_logs_only_what_is_new(conn, clock, task_log
 
 @pytest.mark.asyncio
 async def test_no_log_requests_while_nothing_new_was_written(conn, clock):
-    server = GrowingJob([("running", b"x\n", b""), ("running", b"x\n", b""), ("running", b"x\n", b""), ("succeeded", b"x\n", b"")])
+    server = GrowingJob(
+        [
+            ("running", b"x\n", b""),
+            ("running", b"x\n", b""),
+            ("running", b"x\n", b""),
+            ("succeeded", b"x\n", b""),
+        ]
+    )
     await only_event(make(server))
     assert len(server.logs_requests("stdout")) == 1  # sizes unchanged: no request
     assert server.logs_requests("stderr") == []
@@ -153,7 +176,10 @@ async def test_stream_logs_false_reads_no_logs(conn, clock, task_log):
 
 @pytest.mark.asyncio
 async def test_a_truncated_stream_is_reported_once(conn, clock, task_log):
-    server = GrowingJob([("running", b"kept\n", b""), ("running", b"kept\n", b""), ("succeeded", b"kept\n", b"")], truncated={"stdout"})
+    server = GrowingJob(
+        [("running", b"kept\n", b""), ("running", b"kept\n", b""), ("succeeded", b"kept\n", b"")],
+        truncated={"stdout"},
+    )
     payload = await only_event(make(server))
     assert task_log.text.count("truncated stdout") == 1
     assert payload["truncation_warned"] == ["stdout"]
@@ -177,7 +203,9 @@ async def test_a_stalled_job_is_canceled(conn, clock):
 @pytest.mark.asyncio
 async def test_a_job_that_keeps_writing_is_not_stalled(conn, clock):
     steps = [("running", b"x" * n, b"") for n in range(1, 9)] + [("succeeded", b"x" * 8, b"")]
-    payload = await only_event(make(server := GrowingJob(steps), poll_interval=5, idle_timeout=6, stream_logs=False))
+    payload = await only_event(
+        make(server := GrowingJob(steps), poll_interval=5, idle_timeout=6, stream_logs=False)
+    )
     assert payload["status"] == "success" and not server.cancels
 
 
@@ -185,13 +213,22 @@ async def test_a_job_that_keeps_writing_is_not_stalled(conn, clock):
 async def test_idle_state_from_the_worker_carries_over(conn, clock):
     # The worker saw these sizes 10 s before deferring; nothing grew since: 2 s left.
     server = GrowingJob([("running", b"ab", b"")])
-    payload = await only_event(make(server, idle_timeout=12, idle_sizes=[2, 0], idle_since=clock.now - 10, stream_logs=False))
+    payload = await only_event(
+        make(server, idle_timeout=12, idle_sizes=[2, 0], idle_since=clock.now - 10, stream_logs=False)
+    )
     assert payload["limit"] == "idle_timeout" and clock.sleeps == [2.0]
 
 
 @pytest.mark.asyncio
 async def test_idle_detection_turns_off_for_a_truncated_stream(conn, clock, task_log):
     steps = [("running", b"x", b"")] * 6 + [("succeeded", b"x", b"")]
-    payload = await only_event(make(server := GrowingJob(steps, truncated={"stdout"}), poll_interval=5, idle_timeout=6, stream_logs=False))
+    payload = await only_event(
+        make(
+            server := GrowingJob(steps, truncated={"stdout"}),
+            poll_interval=5,
+            idle_timeout=6,
+            stream_logs=False,
+        )
+    )
     assert payload["status"] == "success" and not server.cancels  # never a false stall
     assert task_log.text.count("idle_timeout is off") == 1
