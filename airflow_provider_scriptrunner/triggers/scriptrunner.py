@@ -129,7 +129,7 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         self._followers = {
             s: AsyncStreamFollower(s, self.log, log_page_bytes, self.log_offsets[s]) for s in LOG_STREAMS
         }
-        self._kill_handled = False
+        self._kill_decision: asyncio.Future[None] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -285,15 +285,28 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         await self.cleanup()
 
     async def _handle_kill(self) -> None:
-        """Cancel the job if this try is over (decided once, whichever of run/on_kill comes first)."""
-        if self._kill_handled or not self.cancel_on_kill:
+        """
+        Cancel the job if this try is over: decided once, whichever of run/on_kill comes first.
+
+        The decision runs as a task of its own, shielded: a triggerer cancels the trigger's task
+        again at every state sync until it has finished, which must not cut the decision short
+        (reading the task's state can take seconds); on_kill then waits for that same decision.
+        """
+        if not self.cancel_on_kill:
             return
-        self._kill_handled = True
-        cancel, why = await self.cancel_decision()
-        if cancel:
-            await self._cancel_job(why)
-        else:
-            self.log.info("Not canceling job %s: %s", self.job_id, why)
+        if self._kill_decision is None:
+            self._kill_decision = asyncio.ensure_future(self._decide_and_cancel())
+        await asyncio.shield(self._kill_decision)
+
+    async def _decide_and_cancel(self) -> None:
+        try:
+            cancel, why = await self.cancel_decision()
+            if cancel:
+                await self._cancel_job(why)
+            else:
+                self.log.info("Not canceling job %s: %s", self.job_id, why)
+        finally:
+            await self.cleanup()  # it may outlive the triggerer's own call of cleanup()
 
     async def cancel_decision(self) -> tuple[bool, str]:
         """
