@@ -9,7 +9,7 @@ VENV31 ?= .venv31
 PIP_FLAGS ?= -q --disable-pip-version-check
 PYTEST_FLAGS ?= -p no:cacheprovider -q -rs
 
-.PHONY: demo test test-33 test-31 unit e2e browser bench venv venv31 clean
+.PHONY: demo test test-33 test-31 unit e2e browser bench airflow screenshots venv venv31 clean
 
 $(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,5 +56,14 @@ browser: venv
 bench: venv
 	$(VENV)/bin/python -m benchmarks
 
+## Optional: the Airflow UI (http://127.0.0.1:8080) with the example DAGs, the connection and the
+## bundled script-runner, until Ctrl-C. State in .airflow/airflow-ui/. AIRFLOW_UI_ARGS="--port N".
+airflow: venv
+	$(VENV)/bin/python dev/airflow_ui.py $(AIRFLOW_UI_ARGS)
+
+## Explicit, not part of `make test`: retake docs/images/*.png in headless Chromium (/usr/bin/chromium).
+screenshots: venv
+	$(VENV)/bin/python dev/screenshots.py
+
 clean:
-	rm -rf $(VENV) $(VENV31) .demo build *.egg-info
+	rm -rf $(VENV) $(VENV31) .demo .airflow build *.egg-info
