@@ -9,12 +9,14 @@ VENV31 ?= .venv31
 PIP_FLAGS ?= -q --disable-pip-version-check
 PYTEST_FLAGS ?= -p no:cacheprovider -q -rs
 
-.PHONY: demo test test-33 test-31 unit e2e browser bench airflow screenshots venv venv31 clean
+.PHONY: demo test test-33 test-31 unit e2e e2e-distributed browser bench airflow screenshots venv venv31 clean
 
+# Airflow's celery and postgres extras (CeleryExecutor, psycopg2, asyncpg) for tests/e2e_distributed.
+# celery 5.7 dropped celery.backends.database.retry, which apache-airflow-providers-celery 3.26 imports.
 $(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
+	$(VENV)/bin/pip install $(PIP_FLAGS) "apache-airflow[celery,postgres]==$(AIRFLOW_VERSION)" "celery[redis]<5.7" -e ".[test]"
 	touch $@
 
 $(VENV31)/.installed-$(AIRFLOW31_VERSION): pyproject.toml
@@ -30,8 +32,8 @@ venv31: $(VENV31)/.installed-$(AIRFLOW31_VERSION)
 demo: venv
 	$(VENV)/bin/python dev/demo.py
 
-## The whole test suite: everything on Airflow $(AIRFLOW_VERSION), then the version-dependent
-## unit tests and the examples on Airflow $(AIRFLOW31_VERSION).
+## The whole test suite: everything on Airflow $(AIRFLOW_VERSION) (the distributed deployment
+## too), then the version-dependent unit tests and the examples on Airflow $(AIRFLOW31_VERSION).
 test: test-33 test-31
 
 test-33: venv
@@ -39,7 +41,7 @@ test-33: venv
 
 # On 3.1: unit, integration and example tests (the e2e, fault and server-contract suites run on 3.3).
 test-31: venv31
-	$(VENV31)/bin/python -m pytest $(PYTEST_FLAGS) tests --ignore=tests/e2e --ignore=tests/faults --ignore=tests/testing
+	$(VENV31)/bin/python -m pytest $(PYTEST_FLAGS) tests --ignore=tests/e2e --ignore=tests/e2e_distributed --ignore=tests/faults --ignore=tests/testing
 
 ## Fast feedback while developing: unit tests only (no servers).
 unit: venv
@@ -52,6 +54,11 @@ e2e: venv
 
 browser: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/e2e -m browser
+
+## CeleryExecutor + PostgreSQL + Redis, two triggerers, two workers (needs Debian's postgresql and
+## redis-server; .ci/run installs them). One shared deployment, several minutes.
+e2e-distributed: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/e2e_distributed
 
 bench: venv
 	$(VENV)/bin/python -m benchmarks

@@ -6,87 +6,61 @@ keep Airflow busy after the last e2e test); torn down even when a test fails or 
 interrupted (Ctrl-C, SIGTERM), and the teardown asserts that no process of it is left.
 
 The ``work`` script (the only script the DAGs in ``dags/`` call) records each run for the tests
-in a pid file, ``<marks>/<tag>.runs``: one line with its pid per run.
+in a pid file, ``<marks>/<tag>.runs``: one line with its pid per run (see observe.py).
 """
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import signal
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from airflow_provider_scriptrunner.testing.harness import ScriptRunnerServerProcess, process_alive
 
 from tests.e2e.deployment import ADMIN_USER, AirflowApi, AirflowDeployment, wait_for
+from tests.e2e.observe import WORK_SCRIPT, Marks, ScriptRunnerView
 
 DAGS_FOLDER = Path(__file__).parent / "dags"
 #: Where a failing test's Airflow and script-runner logs are kept (test-output/ is gitignored).
 FAILURE_LOGS = Path(__file__).resolve().parents[2] / "test-output" / "e2e-logs"
 DAG_IDS = ("e2e_deferrable", "e2e_worker", "e2e_worker_retry")
-
-WORK_SCRIPT = """#!/bin/sh
-# usage: work TAG FIRST_SECONDS FIRST_EXIT LATER_SECONDS
-tag="$1"; marks="{marks}"
-echo $$ >> "$marks/$tag.runs"
-n=$(wc -l < "$marks/$tag.runs")
-if [ "$n" -eq 1 ]; then secs="${{2:-0}}"; code="${{3:-0}}"; else secs="${{4:-0}}"; code=0; fi
-echo "run $n of $tag (pid $$): working $secs s, then exit $code"
-i=0
-while [ "$i" -lt $((secs * 10)) ]; do sleep 0.1; i=$((i + 1)); done
-echo "run $n of $tag done"
-exit "$code"
-"""
-
-
-@dataclass
-class Marks:
-    """What the ``work`` script wrote about its runs."""
-
-    directory: Path
-
-    def new_tag(self, prefix: str) -> str:
-        return f"{prefix}-{secrets.token_hex(3)}"
-
-    def runs(self, tag: str) -> list[int]:
-        try:
-            return [int(line) for line in (self.directory / f"{tag}.runs").read_text().split()]
-        except FileNotFoundError:
-            return []
-
-    def wait_runs(self, tag: str, count: int, timeout: float = 60) -> list[int]:
-        """Pids of the script's runs, once it has started at least ``count`` times."""
-        return wait_for(f"run #{count} of the work script for {tag}", lambda: len(self.runs(tag)) >= count and self.runs(tag), timeout)
-
-    def all_pids(self) -> list[int]:
-        return [int(word) for path in self.directory.glob("*.runs") for word in path.read_text().split()]
+#: The scenarios ``make e2e-31`` runs on Airflow 3.1 too (marker ``airflow31``), by test module:
+#: the 3.1/3.2 cancel path, and reruns on a version without task_state_store.
+AIRFLOW31_SCENARIOS = {
+    "test_airflow_e2e.py": (
+        "test_every_component_listens_on_loopback_only",
+        "test_marking_a_deferred_task_failed_cancels_its_job",
+        "test_restarting_the_triggerer_mid_job_does_not_cancel_it",
+    ),
+    "test_never_two_copies.py": (
+        "test_clearing_a_deferred_task_while_its_job_runs_never_runs_two_copies",
+        "test_a_task_process_killed_mid_job_is_retried_without_a_second_live_copy",
+    ),
+}
 
 
-class ScriptRunnerView:
-    """The script-runner's side of a test: jobs as the server reports them."""
-
-    def __init__(self, server: ScriptRunnerServerProcess) -> None:
-        self.server = server
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = requests.get(f"{self.server.url}/jobs/{job_id}", timeout=10)
-        response.raise_for_status()
-        return response.json()
-
-    def wait_job(self, job_id: str, statuses: Collection[str], timeout: float = 30) -> dict[str, Any]:
-        last: dict[str, Any] = {}
-
-        def probe() -> dict[str, Any] | None:
-            last.update(self.job(job_id))
-            return dict(last) if last["status"] in statuses else None
-
-        return wait_for(f"job {job_id} to be {sorted(statuses)}", probe, timeout, on_timeout=lambda: f"last: {last}")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the AIRFLOW31_SCENARIOS; one renamed or removed fails the run instead of going untested."""
+    here = Path(__file__).parent
+    collected: dict[str, set[str]] = {}
+    for item in items:
+        if item.path.parent == here:
+            name = item.originalname  # type: ignore[attr-defined]
+            collected.setdefault(item.path.name, set()).add(name)
+            if name in AIRFLOW31_SCENARIOS.get(item.path.name, ()):
+                item.add_marker(pytest.mark.airflow31)
+    missing = [
+        f"{module}::{name}"
+        for module, names in collected.items()
+        for name in AIRFLOW31_SCENARIOS.get(module, ())
+        if name not in names
+    ]
+    if missing and "airflow31" in (config.getoption("markexpr") or ""):
+        raise pytest.UsageError(f"AIRFLOW31_SCENARIOS names tests that do not exist: {missing}")
 
 
 @pytest.fixture(scope="package")
@@ -157,6 +131,16 @@ def _dag_exists(api: AirflowApi, dag_id: str) -> bool:
 @pytest.fixture(scope="package")
 def api(airflow: AirflowDeployment) -> AirflowApi:
     return AirflowApi(airflow.api_url, ADMIN_USER, airflow.admin_password)
+
+
+@pytest.fixture(autouse=True)
+def components_survive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A component that crashed during a test fails that test (at teardown), and is started again so
+    that the tests after it find the whole deployment; one that a test stopped is started again too."""
+    yield
+    if "airflow" in request.fixturenames:
+        crashed = request.getfixturevalue("airflow").revive()
+        assert not crashed, f"crashed during the test (started again): {', '.join(crashed)}"
 
 
 @pytest.fixture(scope="package")

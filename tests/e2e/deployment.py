@@ -3,6 +3,12 @@ A real Airflow deployment for the end-to-end tests: scheduler (LocalExecutor), d
 triggerer and api-server, on SQLite in a temporary AIRFLOW_HOME, plus a small client for the
 public REST API (``/api/v2``).
 
+The same class runs the distributed shape too (tests/e2e_distributed): another executor and
+metadata database, several instances of a component (``triggerer-1``, ``triggerer-2``,
+``celery-worker-1``, ...; an instance's kind is its name without the ``-N``), extra settings,
+and each instance reporting its own name as its hostname (so the REST API's ``hostname`` of a
+task instance or triggerer job says which instance it was).
+
 Every component runs in its own process group (``start_new_session=True``), listens on
 ``127.0.0.1`` only, and writes its output to ``<home>/logs/components/<name>.log``. Airflow's
 own log servers (which would listen on every interface) are not started: task and trigger logs
@@ -25,8 +31,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +46,12 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
 #: Environment variable carried by every process of a deployment (value: the deployment's id).
 MARKER_VAR = "SCRIPTRUNNER_E2E_DEPLOYMENT"
+#: Environment variable naming the component instance a process belongs to (``triggerer-2``).
+COMPONENT_VAR = "SCRIPTRUNNER_E2E_COMPONENT"
+#: The repository root: components import the provider and :func:`component_hostname` from here.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The Airflow job type each kind of component heartbeats as (``GET /api/v2/jobs``).
+JOB_TYPES = {"scheduler": "SchedulerJob", "triggerer": "TriggererJob", "dag-processor": "DagProcessorJob"}
 TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 T = TypeVar("T")
@@ -46,6 +59,18 @@ T = TypeVar("T")
 
 class DeploymentError(RuntimeError):
     """A component did not come up, an API call failed, or a wait ran out."""
+
+
+def component_kind(name: str) -> str:
+    """``triggerer-2`` -> ``triggerer``; ``api-server`` -> ``api-server``."""
+    base, _, suffix = name.rpartition("-")
+    return base if base and suffix.isdigit() else name
+
+
+def component_hostname() -> str:
+    """``[core] hostname_callable`` of a deployment with per-component hostnames: the instance name
+    (a command that is no component, such as ``airflow db migrate``, gets the machine's name)."""
+    return os.environ.get(COMPONENT_VAR) or socket.getfqdn()
 
 
 def free_port() -> int:
@@ -140,11 +165,41 @@ def _all_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
 def _signal(target: int, signum: int, group: bool) -> None:
     try:
         (os.killpg if group else os.kill)(target, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
+    """``(pid, address, port)`` of every TCP socket one of ``pids`` listens on."""
+    listening: dict[str, tuple[str, int]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                address, port = fields[1].split(":")
+                listening[fields[9]] = (_decode_address(address), int(port, 16))
+    found = []
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        for link in links:
+            if link.startswith("socket:[") and link[8:-1] in listening:
+                found.append((pid, *listening[link[8:-1]]))
+    return found
 
 
 @dataclass
@@ -154,14 +209,39 @@ class Component:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: Processes :meth:`AirflowDeployment.pause_component` stopped (SIGSTOP).
+    paused: set[int] = field(default_factory=set)
+    #: Set when the deployment stopped or killed it on purpose; any other exit is a crash.
+    stopped: bool = False
+    #: Where the current start's output begins in the log, and when (wall clock) it started.
+    log_offset: int = 0
+    started_at: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return component_kind(self.name)
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def crashed(self) -> bool:
+        """It exited, and nobody asked it to."""
+        return self.process is not None and not self.stopped and self.process.poll() is not None
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def current_log(self) -> str:
+        """What the current start of the component has written so far."""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(self.log_offset)
+                return handle.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
@@ -173,6 +253,13 @@ class AirflowDeployment:
 
     Use :meth:`start` once, :meth:`restart` for a single component, and :meth:`stop_all` at the
     end (always; it is idempotent). :meth:`leftovers` lists any process still alive after that.
+
+    :param executor: ``[core] executor``.
+    :param database_url: ``[database] sql_alchemy_conn``; None: SQLite in ``home``.
+    :param component_names: the instances to start, in order: a kind (``api-server``,
+        ``scheduler``, ``dag-processor``, ``triggerer``, ``celery-worker``), optionally with ``-N``.
+    :param extra_env: more settings (``AIRFLOW__...``) for every component; they win over ours.
+    :param component_hostnames: each instance reports its name as its hostname.
     """
 
     home: Path
@@ -184,6 +271,11 @@ class AirflowDeployment:
     components: dict[str, Component] = field(default_factory=dict)
     #: Every process group this deployment created or saw, for the final check.
     pgids: set[int] = field(default_factory=set)
+    executor: str = "LocalExecutor"
+    database_url: str | None = None
+    component_names: Sequence[str] = COMPONENTS
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    component_hostnames: bool = False
 
     def __post_init__(self) -> None:
         self.home = Path(self.home).resolve()
@@ -191,16 +283,31 @@ class AirflowDeployment:
         self.marker_path = self.home / ".deployment"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = self._environment()
+        self._api: AirflowApi | None = None
+        for name in self.component_names:
+            if name in self.components:
+                raise ValueError(f"component {name!r} is listed twice")
+            self.components[name] = Component(name, self._command(name), self.log_dir / f"{name}.log")
+
+    def _command(self, name: str) -> list[str]:
         airflow = [sys.executable, "-m", "airflow"]
+        # --skip-serve-logs: the log servers would listen on all interfaces; logs are local files.
         commands = {
             "api-server": [*airflow, "api-server", "--host", HOST, "--port", str(self.api_port), "--workers", "1"],
-            # --skip-serve-logs: the log servers would listen on all interfaces; logs are local files.
             "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
             "dag-processor": [*airflow, "dag-processor"],
             "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
+            # Concurrency from [celery] worker_concurrency; the Celery node is celery@<name>.
+            "celery-worker": [*airflow, "celery", "worker", "--celery-hostname", name, "--skip-serve-logs"],
         }
-        for name in COMPONENTS:
-            self.components[name] = Component(name, commands[name], self.log_dir / f"{name}.log")
+        kind = component_kind(name)
+        if kind not in commands:
+            raise ValueError(f"unknown component kind {kind!r} (of {name!r}); known: {sorted(commands)}")
+        return commands[kind]
+
+    def names(self, kind: str) -> list[str]:
+        """The instances of one kind, e.g. ``names("triggerer")`` -> ``["triggerer-1", "triggerer-2"]``."""
+        return [name for name, component in self.components.items() if component.kind == kind]
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -223,7 +330,7 @@ class AirflowDeployment:
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
                 "AIRFLOW__API__SECRET_KEY": secrets.token_hex(32),
                 # LocalExecutor: Airflow 3 accepts it on SQLite (the default executor, as in `standalone`).
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
@@ -257,16 +364,26 @@ class AirflowDeployment:
                 "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             }
         )
+        if self.database_url is not None:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.database_url
+        # The provider (and component_hostname) from this checkout, whichever one is installed.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        if self.component_hostnames:
+            env["AIRFLOW__CORE__HOSTNAME_CALLABLE"] = f"{__name__}.component_hostname"
+        env.update(self.extra_env)
         return env
+
+    def component_env(self, name: str) -> dict[str, str]:
+        return {**self.env, COMPONENT_VAR: name}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, timeout: float = 240) -> AirflowDeployment:
         """Create the database, start every component and wait until the API reports them healthy."""
         migrate(self.env)
-        for name in COMPONENTS:
+        for name in self.components:
             self.start_component(name)
-        self.wait_healthy(timeout=timeout)
+        self.wait_healthy(timeout=timeout, components=list(self.components))
         # The api-server builds its (versioned) execution API on the first request, which takes
         # ~10 s on a small machine: long enough for the first task's first call to time out.
         wait_for("the execution API", lambda: requests.get(f"{self.api_url}/execution/health", timeout=60).ok, timeout)
@@ -280,18 +397,21 @@ class AirflowDeployment:
         with open(component.log_path, "ab") as log:
             log.write(f"\n===== start #{component.starts + 1} of {name}: {' '.join(component.command)}\n".encode())
             log.flush()
+            component.log_offset = log.tell()
+            component.started_at = time.time()
             component.process = subprocess.Popen(
                 component.command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.home,
-                env=self.env,
+                env=self.component_env(name),
                 start_new_session=True,
                 pass_fds=(marker,),
             )
         os.close(marker)
         component.starts += 1
+        component.stopped = False
         self.pgids.add(component.process.pid)
 
     def stop_component(self, name: str, grace: float = 20) -> None:
@@ -300,7 +420,9 @@ class AirflowDeployment:
         process = component.process
         if process is None:
             return
+        component.stopped = True
         self._remember_groups()
+        self.resume_component(name)
         _signal(process.pid, signal.SIGTERM, group=True)
         try:
             process.wait(grace)
@@ -309,6 +431,85 @@ class AirflowDeployment:
         _signal(process.pid, signal.SIGKILL, group=True)
         process.wait()
         self._wait_group_gone(process.pid, 10)
+
+    def component_pids(self, name: str) -> set[int]:
+        """The component's live processes: its process group and every descendant, whatever its group
+        (a Celery worker's pool children share its group; the task processes they supervise do not)."""
+        process = self.components[name].process
+        if process is None or process.poll() is not None:
+            return set()
+        pids = _all_pids()
+        in_group = {pid for pid in pids if (stat := _proc_stat(pid)) and stat[2] == process.pid}
+        return {pid for pid in _descendants({process.pid} | in_group, pids) if _alive(pid)}
+
+    def _freeze(self, name: str) -> set[int]:
+        """SIGSTOP the component's processes until no new one appears (a stopped process cannot fork)."""
+        frozen: set[int] = set()
+        while True:
+            new = self.component_pids(name) - frozen
+            if not new:
+                return frozen
+            for pid in new:
+                _signal(pid, signal.SIGSTOP, group=False)
+                if stat := _proc_stat(pid):
+                    self.pgids.add(stat[2])
+            frozen |= new
+
+    def kill_component(self, name: str) -> set[int]:
+        """
+        Crash a component as if its host died: every process of it (its group and all descendants,
+        such as a Celery worker's pool and task processes) is frozen, then SIGKILLed at once, so
+        that none of them notices the others dying and reacts. Returns the pids killed.
+        """
+        component = self.components[name]
+        process = component.process
+        if process is None or process.poll() is not None:
+            raise RuntimeError(f"{name} is not running")
+        component.stopped = True
+        self._remember_groups()
+        pids = self._freeze(name)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL, group=False)
+        _signal(process.pid, signal.SIGKILL, group=True)
+        component.paused.clear()
+        process.wait()
+        wait_for(f"the processes of {name} to be gone", lambda: not any(_alive(pid) for pid in pids), 15)
+        return pids
+
+    def pause_component(self, name: str) -> set[int]:
+        """SIGSTOP every process of the component (a host that hangs); :meth:`resume_component` undoes it."""
+        self._remember_groups()
+        pids = self._freeze(name)
+        self.components[name].paused |= pids
+        return pids
+
+    def resume_component(self, name: str) -> None:
+        """SIGCONT what :meth:`pause_component` stopped."""
+        component = self.components[name]
+        for pid in component.paused:
+            _signal(pid, signal.SIGCONT, group=False)
+        component.paused.clear()
+
+    def revive(self, timeout: float = 120) -> list[str]:
+        """
+        Bring the deployment back to full strength after a test: continue paused components and
+        start every one that is not running. Returns ``name (exit status)`` of those that had
+        crashed (exited without being stopped), so that the test that saw it can say so.
+        """
+        crashed = [
+            f"{name} (exit status {c.process.returncode})"  # type: ignore[union-attr]
+            for name, c in self.components.items()
+            if c.crashed
+        ]
+        down = []
+        for name, component in self.components.items():
+            self.resume_component(name)
+            if not component.running:
+                self.start_component(name)
+                down.append(name)
+        if down:
+            self.wait_healthy(timeout=timeout, components=down)
+        return crashed
 
     def restart(self, name: str, timeout: float = 120) -> None:
         """Stop one component and start it again; waits until the API reports it healthy."""
@@ -319,6 +520,9 @@ class AirflowDeployment:
     def stop_all(self, grace: float = 20) -> None:
         """Stop every process this deployment started, directly or not. Safe to call again."""
         self._remember_groups()
+        for name, component in self.components.items():
+            component.stopped = True
+            self.resume_component(name)  # a stopped process would not act on SIGTERM
         for component in self.components.values():
             if component.process is not None and component.process.poll() is None:
                 _signal(component.process.pid, signal.SIGTERM, group=True)
@@ -364,27 +568,7 @@ class AirflowDeployment:
 
     def listening_sockets(self) -> list[tuple[int, str, int]]:
         """``(pid, address, port)`` of every TCP socket a process of this deployment listens on."""
-        listening: dict[str, tuple[str, int]] = {}
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                lines = Path(table).read_text().splitlines()[1:]
-            except FileNotFoundError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if fields[3] == "0A":  # LISTEN
-                    address, port = fields[1].split(":")
-                    listening[fields[9]] = (_decode_address(address), int(port, 16))
-        found = []
-        for pid in self._marked_pids():
-            try:
-                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-            except OSError:
-                continue
-            for link in links:
-                if link.startswith("socket:[") and link[8:-1] in listening:
-                    found.append((pid, *listening[link[8:-1]]))
-        return found
+        return listening_sockets(self._marked_pids())
 
     def _remember_groups(self) -> None:
         for pid in self._marked_pids():
@@ -429,8 +613,11 @@ class AirflowDeployment:
         return response.json()
 
     def wait_healthy(self, timeout: float = 240, components: Iterable[str] = COMPONENTS) -> None:
+        """Wait until the API reports the kinds of ``components`` healthy and each of them is ready
+        (with per-component hostnames: heartbeats as its own job; a Celery worker: says it is ready)."""
+        components = list(components)
         keys = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
-        wanted = [keys[name] for name in components if name in keys]
+        wanted = sorted({keys[kind] for kind in map(component_kind, components) if kind in keys})
 
         def probe() -> bool:
             for component in self.components.values():
@@ -439,23 +626,89 @@ class AirflowDeployment:
                         f"{component.name} exited with status {component.process.returncode}\n{self.tail(component.name)}"
                     )
             health = self.health()
-            return health["metadatabase"]["status"] == "healthy" and all(health[key]["status"] == "healthy" for key in wanted)
+            if health["metadatabase"]["status"] != "healthy":
+                return False
+            return all(health[key]["status"] == "healthy" for key in wanted) and all(map(self.is_ready, components))
 
         wait_for(f"healthy {', '.join(components)}", probe, timeout, interval=0.5, on_timeout=self.tails)
 
-    def trigger_logs(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> dict[str, str]:
+    def is_ready(self, name: str) -> bool:
+        component = self.components[name]
+        if component.kind == "celery-worker":
+            return f"celery@{name} ready." in component.current_log()
+        if self.component_hostnames and component.kind in JOB_TYPES:
+            return self.job_of(name) is not None
+        return True
+
+    @property
+    def api(self) -> AirflowApi:
+        """A REST API client signed in as the admin (created on first use)."""
+        if self._api is None:
+            self._api = AirflowApi(self.api_url, ADMIN_USER, self.admin_password)
+        return self._api
+
+    def job_of(self, name: str) -> dict[str, Any] | None:
+        """The live Airflow job of the component's current start (needs per-component hostnames)."""
+        component = self.components[name]
+        params = {"job_type": JOB_TYPES[component.kind], "hostname": name, "is_alive": "true", "order_by": "-id"}
+        jobs = self.api.request("GET", "/api/v2/jobs", params=params)["jobs"]
+        for job in jobs:
+            started = datetime.fromisoformat(job["start_date"].replace("Z", "+00:00")).timestamp()
+            if started >= component.started_at - 1:
+                return job
+        return None
+
+    def trigger_logs(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+    ) -> dict[str, str]:
         """``{file name: text}`` of the logs triggerers wrote for one try (``attempt=N.log.trigger.<job>.log``)."""
         task_dir = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        if map_index >= 0:
+            task_dir /= f"map_index={map_index}"
         prefix = f"attempt={try_number}.log.trigger."
         if not task_dir.is_dir():
             return {}
         return {p.name: p.read_text(errors="replace") for p in sorted(task_dir.iterdir()) if p.name.startswith(prefix)}
 
+    def wait_trigger_running(
+        self,
+        api: AirflowApi,
+        dag_id: str,
+        run_id: str,
+        task_id: str = "run",
+        *,
+        map_index: int = -1,
+        not_on: int | None = None,
+        seen: list[str] | None = None,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        """
+        Wait until the task is DEFERRED and a triggerer (other than job ``not_on``) runs its
+        trigger: assigned is not yet running, so this waits for that triggerer's "... starting"
+        line in the trigger log. Returns the task instance (``triggerer_job`` names the job).
+        """
+        api.wait_state(dag_id, run_id, task_id, "deferred", seen=seen, map_index=map_index, timeout=timeout)
+
+        def probe() -> dict[str, Any] | None:
+            ti = api.task_instance(dag_id, run_id, task_id, map_index=map_index)
+            if seen is not None and seen[-1] != ti["state"]:
+                seen.append(ti["state"])
+            if ti["state"] != "deferred":
+                raise DeploymentError(f"left DEFERRED before a triggerer ran its trigger: {ti['state']}")
+            triggerer = ti["triggerer_job"]
+            if not (ti["trigger"] and triggerer and triggerer["id"] != not_on):
+                return None
+            logs = self.trigger_logs(dag_id, run_id, task_id, ti["try_number"], map_index)
+            started = logs.get(f"attempt={ti['try_number']}.log.trigger.{triggerer['id']}.log", "")
+            return ti if " starting" in started else None
+
+        return wait_for(f"a triggerer to run the trigger of {dag_id}/{run_id}/{task_id}", probe, timeout)
+
     def tail(self, name: str, chars: int = 4000) -> str:
         return f"--- {name} log (end) ---\n{self.components[name].log_text()[-chars:]}"
 
     def tails(self) -> str:
-        return "\n".join(self.tail(name) for name in COMPONENTS)
+        return "\n".join(self.tail(name) for name in self.components)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -507,11 +760,40 @@ class AirflowApi:
 
     # -- task instances ---
 
-    def _ti_path(self, dag_id: str, run_id: str, task_id: str) -> str:
-        return f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+    def _ti_path(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        return f"{path}/{map_index}" if map_index >= 0 else path
 
-    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        return self.request("GET", self._ti_path(dag_id, run_id, task_id))
+    def task_instance(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        return self.request("GET", self._ti_path(dag_id, run_id, task_id, map_index))
+
+    def mapped_task_instances(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """Every mapped instance of a task, by map index."""
+        path = f"{self._ti_path(dag_id, run_id, task_id)}/listMapped"
+        tis = self.request("GET", path, params={"limit": 1000})["task_instances"]
+        return sorted(tis, key=lambda ti: ti["map_index"])
+
+    def jobs(self, job_type: str) -> list[dict[str, Any]]:
+        """Airflow's jobs of one type (``TriggererJob``, ...), alive or not."""
+        return self.request("GET", "/api/v2/jobs", params={"job_type": job_type, "limit": 1000})["jobs"]
+
+    def wait_xcom(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        key: str,
+        previous: Any = None,
+        timeout: float = 60,
+        map_index: int = -1,
+    ) -> Any:
+        """The task's XCom ``key`` once it is set (and differs from ``previous``)."""
+
+        def probe() -> Any:
+            value = self.xcoms(dag_id, run_id, task_id, map_index).get(key)
+            return value if value and value != previous else None
+
+        return wait_for(f"XCom {key!r} of {dag_id}/{run_id}/{task_id}", probe, timeout)
 
     def set_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
         return self.request("PATCH", self._ti_path(dag_id, run_id, task_id), json={"new_state": state})
@@ -520,12 +802,14 @@ class AirflowApi:
         body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": only_failed, "reset_dag_runs": True}
         return self.request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json=body)
 
-    def xcoms(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    def xcoms(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
         """``{key: value}`` of the task's current XComs."""
-        entries = self.request("GET", f"{self._ti_path(dag_id, run_id, task_id)}/xcomEntries")["xcom_entries"]
+        path = f"{self._ti_path(dag_id, run_id, task_id)}/xcomEntries"
+        params = {"map_index": map_index} if map_index >= 0 else None
+        entries = self.request("GET", path, params=params)["xcom_entries"]
         values = {}
         for entry in entries:
-            detail = self.request("GET", f"{self._ti_path(dag_id, run_id, task_id)}/xcomEntries/{entry['key']}")
+            detail = self.request("GET", f"{path}/{entry['key']}", params=params)
             values[entry["key"]] = detail["value"]
         return values
 
@@ -556,13 +840,14 @@ class AirflowApi:
         timeout: float = 90,
         seen: list[str] | None = None,
         interval: float = 0.2,
+        map_index: int = -1,
     ) -> dict[str, Any]:
         """Poll the TI until its state is one of ``states``; ``seen`` collects each state change."""
         wanted = {states} if isinstance(states, str) else set(states)
         last: dict[str, Any] = {}
 
         def probe() -> dict[str, Any] | None:
-            ti = self.task_instance(dag_id, run_id, task_id)
+            ti = self.task_instance(dag_id, run_id, task_id, map_index)
             last.update(ti)
             if seen is not None and (not seen or seen[-1] != ti["state"]):
                 seen.append(ti["state"])
