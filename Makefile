@@ -9,7 +9,7 @@ VENV31 ?= .venv31
 PIP_FLAGS ?= -q --disable-pip-version-check
 PYTEST_FLAGS ?= -p no:cacheprovider -q -rs
 
-.PHONY: demo test test-33 test-31 unit e2e e2e-distributed browser bench airflow screenshots venv venv31 clean
+.PHONY: demo test test-33 test-31 unit e2e e2e-31 e2e-distributed browser bench airflow screenshots venv venv31 clean
 
 # Airflow's celery and postgres extras (CeleryExecutor, psycopg2, asyncpg) for tests/e2e_distributed.
 # celery 5.7 dropped celery.backends.database.retry, which apache-airflow-providers-celery 3.26 imports.
@@ -33,8 +33,9 @@ demo: venv
 	$(VENV)/bin/python dev/demo.py
 
 ## The whole test suite: everything on Airflow $(AIRFLOW_VERSION) (the distributed deployment
-## too), then the version-dependent unit tests and the examples on Airflow $(AIRFLOW31_VERSION).
-test: test-33 test-31
+## too), then the version-dependent unit tests, the examples and the rerun e2e scenarios on
+## Airflow $(AIRFLOW31_VERSION).
+test: test-33 test-31 e2e-31
 
 test-33: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests
@@ -54,6 +55,11 @@ e2e: venv
 
 browser: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/e2e -m browser
+
+## The e2e scenarios of reruns and kills (marker airflow31: mark failed while deferred, triggerer
+## restart, clear while deferred, task process killed then retried) on Airflow $(AIRFLOW31_VERSION).
+e2e-31: venv31
+	$(VENV31)/bin/python -m pytest $(PYTEST_FLAGS) tests/e2e -m airflow31
 
 ## CeleryExecutor + PostgreSQL + Redis, two triggerers, two workers (needs Debian's postgresql and
 ## redis-server; .ci/run installs them). One shared deployment, several minutes.
