@@ -1,8 +1,9 @@
 """
 Input checks, in one place for hooks, operators, sensors, triggers and outcome rules.
 
-Every check runs before any request is sent and raises ``TypeError`` (wrong kind of value) or
-``ValueError`` (right kind, wrong value), naming the parameter, what it must be and what it got.
+Every check runs before any request is sent and raises ``ValueError`` (right kind, wrong value) or,
+for a wrong kind of value, ``TypeError`` for text and argument lists and :class:`ArgumentTypeError`
+for numbers, naming the parameter, what it must be and what it got.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from airflow_provider_scriptrunner.constants import LOG_STREAMS, MAX_LOG_PAGE_BY
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """
+    A number of the wrong kind (``"5"``, ``None``, ``True``). Both a ``TypeError`` and, as these
+    checks raised before they were gathered here, a ``ValueError``: code catching either still works.
+    """
 
 
 def _is_int(value: Any) -> bool:
@@ -28,7 +36,7 @@ def integer(name: str, value: Any, *, minimum: int, maximum: int | None = None, 
     """``value`` as an int within ``[minimum, maximum]``."""
     bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
     if not _is_int(value):
-        raise TypeError(f"{name} must be {what} {bounds}, got {type(value).__name__}: {value!r:.80}")
+        raise ArgumentTypeError(f"{name} must be {what} {bounds}, got {type(value).__name__}: {value!r:.80}")
     if value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"{name} must be {what} {bounds}, got {value!r}")
     return value
@@ -47,7 +55,7 @@ def positive_seconds(name: str, value: Any) -> float | None:
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if not _is_number(value):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{name} must be a positive number of seconds (or a timedelta), or None, got {type(value).__name__}: {value!r:.80}"
         )
     if not value > 0 or value == float("inf"):
@@ -60,7 +68,7 @@ def positive_seconds(name: str, value: Any) -> float | None:
 def required_seconds(name: str, value: Any) -> float:
     """Like :func:`positive_seconds`, but None is not allowed."""
     if value is None:
-        raise TypeError(f"{name} must be a positive number of seconds (or a timedelta), got None")
+        raise ArgumentTypeError(f"{name} must be a positive number of seconds (or a timedelta), got None")
     return positive_seconds(name, value)  # type: ignore[return-value]
 
 
