@@ -108,7 +108,10 @@ def test_good_values_pass_through():
 
 def test_a_number_of_the_wrong_kind_is_both_a_type_and_a_value_error():
     # Before the checks were gathered in one module most of them raised ValueError: still caught.
-    for call in (lambda: validation.integer("n", "3", minimum=0), lambda: validation.positive_seconds("t", "5")):
+    for call in (
+        lambda: validation.integer("n", "3", minimum=0),
+        lambda: validation.positive_seconds("t", "5"),
+    ):
         with pytest.raises(ValueError):
             call()
         with pytest.raises(TypeError):
