@@ -22,16 +22,27 @@ def main(dag_ids: list[str]) -> int:
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(ROOT / "example_dags" / "scripts", work / "server")
     ok = True
-    with ScriptRunnerServerProcess(work / "server-run", config_path=work / "server" / "config.json") as server:
+    with ScriptRunnerServerProcess(
+        work / "server-run", config_path=work / "server" / "config.json"
+    ) as server:
         print(f"script-runner (bundled) listening on {server.url}")
         for dag_id in dag_ids:
             print(f"\n=== airflow dags test {dag_id}")
-            result = run_dag_test(dag_id, dags_folder=ROOT / "example_dags", airflow_home=work / "airflow", scriptrunner_url=server.url)
+            result = run_dag_test(
+                dag_id,
+                dags_folder=ROOT / "example_dags",
+                airflow_home=work / "airflow",
+                scriptrunner_url=server.url,
+            )
             (work / f"{dag_id}.log").write_text(result.output)
             for task in result.tasks:
                 value = task["xcom"].get("return_value")
-                label = task["task_id"] if task["map_index"] < 0 else f"{task['task_id']}[{task['map_index']}]"
-                print(f"{label:<24} {task['state']:<10} {json.dumps(value, ensure_ascii=False)[:300] if value is not None else ''}")
+                label = (
+                    task["task_id"] if task["map_index"] < 0 else f"{task['task_id']}[{task['map_index']}]"
+                )
+                print(
+                    f"{label:<24} {task['state']:<10} {json.dumps(value, ensure_ascii=False)[:300] if value is not None else ''}"
+                )
             print(f"DAG run: {result.run_state} (full output in .demo/{dag_id}.log)")
             ok = ok and result.run_state == "success"
     return 0 if ok else 1

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from airflow_provider_scriptrunner.testing.harness import ScriptRunnerServerProcess, process_alive
-
 from tests.e2e.deployment import ADMIN_USER, AirflowApi, AirflowDeployment, wait_for
 from tests.e2e.observe import WORK_SCRIPT, Marks, ScriptRunnerView
 
@@ -96,7 +95,9 @@ def scriptrunner(e2e_dir: Path, marks: Marks) -> Iterator[ScriptRunnerServerProc
 @pytest.fixture(scope="package")
 def airflow(e2e_dir: Path, scriptrunner: ScriptRunnerServerProcess) -> Iterator[AirflowDeployment]:
     """Real Airflow on SQLite; always torn down, and the teardown checks that nothing is left."""
-    deployment = AirflowDeployment(home=e2e_dir / "airflow", dags_folder=DAGS_FOLDER, scriptrunner_url=scriptrunner.url)
+    deployment = AirflowDeployment(
+        home=e2e_dir / "airflow", dags_folder=DAGS_FOLDER, scriptrunner_url=scriptrunner.url
+    )
 
     def terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -155,7 +156,11 @@ def job_pids_gone(marks: Marks) -> Callable[..., list[int]]:
     def check(tag: str, timeout: float = 15) -> list[int]:
         pids = marks.runs(tag)
         assert pids, f"the work script never ran for {tag}"
-        wait_for(f"the script processes {pids} of {tag} to exit", lambda: not any(process_alive(p) for p in pids), timeout)
+        wait_for(
+            f"the script processes {pids} of {tag} to exit",
+            lambda: not any(process_alive(p) for p in pids),
+            timeout,
+        )
         return pids
 
     return check

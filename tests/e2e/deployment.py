@@ -23,6 +23,7 @@ survives ``setproctitle``) and a variable in its environment (which survives clo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -79,7 +80,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(what: str, probe: Callable[[], T], timeout: float, interval: float = 0.25, on_timeout: Callable[[], str] | None = None) -> T:
+def wait_for(
+    what: str,
+    probe: Callable[[], T],
+    timeout: float,
+    interval: float = 0.25,
+    on_timeout: Callable[[], str] | None = None,
+) -> T:
     """Call ``probe`` until it returns something truthy; raise DeploymentError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -171,10 +178,8 @@ def _alive(pid: int) -> bool:
 
 
 def _signal(target: int, signum: int, group: bool) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         (os.killpg if group else os.kill)(target, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def listening_sockets(pids: Iterable[int]) -> list[tuple[int, str, int]]:
@@ -293,7 +298,16 @@ class AirflowDeployment:
         airflow = [sys.executable, "-m", "airflow"]
         # --skip-serve-logs: the log servers would listen on all interfaces; logs are local files.
         commands = {
-            "api-server": [*airflow, "api-server", "--host", HOST, "--port", str(self.api_port), "--workers", "1"],
+            "api-server": [
+                *airflow,
+                "api-server",
+                "--host",
+                HOST,
+                "--port",
+                str(self.api_port),
+                "--workers",
+                "1",
+            ],
             "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
             "dag-processor": [*airflow, "dag-processor"],
             "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
@@ -386,7 +400,11 @@ class AirflowDeployment:
         self.wait_healthy(timeout=timeout, components=list(self.components))
         # The api-server builds its (versioned) execution API on the first request, which takes
         # ~10 s on a small machine: long enough for the first task's first call to time out.
-        wait_for("the execution API", lambda: requests.get(f"{self.api_url}/execution/health", timeout=60).ok, timeout)
+        wait_for(
+            "the execution API",
+            lambda: requests.get(f"{self.api_url}/execution/health", timeout=60).ok,
+            timeout,
+        )
         return self
 
     def start_component(self, name: str) -> None:
@@ -395,7 +413,9 @@ class AirflowDeployment:
             raise RuntimeError(f"{name} is already running (pid {component.process.pid})")  # type: ignore[union-attr]
         marker = os.open(self.marker_path, os.O_RDONLY | os.O_CREAT, 0o600)
         with open(component.log_path, "ab") as log:
-            log.write(f"\n===== start #{component.starts + 1} of {name}: {' '.join(component.command)}\n".encode())
+            log.write(
+                f"\n===== start #{component.starts + 1} of {name}: {' '.join(component.command)}\n".encode()
+            )
             log.flush()
             component.log_offset = log.tell()
             component.started_at = time.time()
@@ -424,10 +444,8 @@ class AirflowDeployment:
         self._remember_groups()
         self.resume_component(name)
         _signal(process.pid, signal.SIGTERM, group=True)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
         _signal(process.pid, signal.SIGKILL, group=True)
         process.wait()
         self._wait_group_gone(process.pid, 10)
@@ -531,10 +549,8 @@ class AirflowDeployment:
         deadline = time.monotonic() + grace
         for component in self.components.values():
             if component.process is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     component.process.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
         while time.monotonic() < deadline and self._live_pids():
             time.sleep(0.2)
         for _ in range(3):
@@ -555,7 +571,9 @@ class AirflowDeployment:
     def leftovers(self) -> list[str]:
         """``ps`` lines of processes still alive from this deployment (empty when all are gone)."""
         live = set(self._live_pids())
-        output = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True).stdout
+        output = subprocess.run(
+            ["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True, check=True
+        ).stdout
         lines = []
         for line in output.splitlines():
             parts = line.split(None, 3)
@@ -582,8 +600,14 @@ class AirflowDeployment:
         marker = str(self.marker_path)
         own = os.getpid()
         pids = _all_pids()
-        marked = {pid for pid in pids if pid != own and (_environ_has(pid, needle) or _holds_file(pid, marker))}
-        roots = {c.process.pid for c in self.components.values() if c.process is not None and c.process.poll() is None}
+        marked = {
+            pid for pid in pids if pid != own and (_environ_has(pid, needle) or _holds_file(pid, marker))
+        }
+        roots = {
+            c.process.pid
+            for c in self.components.values()
+            if c.process is not None and c.process.poll() is None
+        }
         return sorted(marked | _descendants(roots, pids))
 
     def _live_pids(self) -> list[int]:
@@ -628,7 +652,9 @@ class AirflowDeployment:
             health = self.health()
             if health["metadatabase"]["status"] != "healthy":
                 return False
-            return all(health[key]["status"] == "healthy" for key in wanted) and all(map(self.is_ready, components))
+            return all(health[key]["status"] == "healthy" for key in wanted) and all(
+                map(self.is_ready, components)
+            )
 
         wait_for(f"healthy {', '.join(components)}", probe, timeout, interval=0.5, on_timeout=self.tails)
 
@@ -650,7 +676,12 @@ class AirflowDeployment:
     def job_of(self, name: str) -> dict[str, Any] | None:
         """The live Airflow job of the component's current start (needs per-component hostnames)."""
         component = self.components[name]
-        params = {"job_type": JOB_TYPES[component.kind], "hostname": name, "is_alive": "true", "order_by": "-id"}
+        params = {
+            "job_type": JOB_TYPES[component.kind],
+            "hostname": name,
+            "is_alive": "true",
+            "order_by": "-id",
+        }
         jobs = self.api.request("GET", "/api/v2/jobs", params=params)["jobs"]
         for job in jobs:
             started = datetime.fromisoformat(job["start_date"].replace("Z", "+00:00")).timestamp()
@@ -668,7 +699,11 @@ class AirflowDeployment:
         prefix = f"attempt={try_number}.log.trigger."
         if not task_dir.is_dir():
             return {}
-        return {p.name: p.read_text(errors="replace") for p in sorted(task_dir.iterdir()) if p.name.startswith(prefix)}
+        return {
+            p.name: p.read_text(errors="replace")
+            for p in sorted(task_dir.iterdir())
+            if p.name.startswith(prefix)
+        }
 
     def wait_trigger_running(
         self,
@@ -726,7 +761,9 @@ class AirflowApi:
     @staticmethod
     def get_token(base_url: str, username: str, password: str) -> str:
         response = requests.post(
-            f"{base_url.rstrip('/')}/auth/token", json={"username": username, "password": password}, timeout=30
+            f"{base_url.rstrip('/')}/auth/token",
+            json={"username": username, "password": password},
+            timeout=30,
         )
         if response.status_code != 201:
             raise DeploymentError(f"POST /auth/token answered {response.status_code}: {response.text[:500]}")
@@ -755,7 +792,9 @@ class AirflowApi:
         that races the scheduler's own "run finished" update can leave the run failed with the
         cleared task never scheduled again."""
         return wait_for(
-            f"{dag_id}/{run_id} to be {state}", lambda: (run := self.dag_run(dag_id, run_id))["state"] == state and run, timeout
+            f"{dag_id}/{run_id} to be {state}",
+            lambda: (run := self.dag_run(dag_id, run_id))["state"] == state and run,
+            timeout,
         )
 
     # -- task instances ---
@@ -799,7 +838,13 @@ class AirflowApi:
         return self.request("PATCH", self._ti_path(dag_id, run_id, task_id), json={"new_state": state})
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[str], only_failed: bool = False) -> Any:
-        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": only_failed, "reset_dag_runs": True}
+        body = {
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": task_ids,
+            "only_failed": only_failed,
+            "reset_dag_runs": True,
+        }
         return self.request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json=body)
 
     def xcoms(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
@@ -816,7 +861,9 @@ class AirflowApi:
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
         """The task log of one try as text (events, plus the exception of a failure)."""
         path = f"{self._ti_path(dag_id, run_id, task_id)}/logs/{try_number}"
-        data = self.request("GET", path, params={"full_content": "true"}, headers={"Accept": "application/json"})
+        data = self.request(
+            "GET", path, params={"full_content": "true"}, headers={"Accept": "application/json"}
+        )
         content = data.get("content")
         if not isinstance(content, list):
             return str(content)
@@ -854,7 +901,9 @@ class AirflowApi:
             if ti["state"] in wanted:
                 return ti
             if ti["state"] in TERMINAL_TI_STATES:
-                raise DeploymentError(f"{dag_id}/{run_id}/{task_id} ended {ti['state']!r}, not {sorted(wanted)}")
+                raise DeploymentError(
+                    f"{dag_id}/{run_id}/{task_id} ended {ti['state']!r}, not {sorted(wanted)}"
+                )
             return None
 
         return wait_for(

@@ -32,7 +32,12 @@ def job_id_of(api: AirflowApi, dag_id: str, run_id: str, previous: str | None = 
 
 
 def wait_deferred_on_triggerer(
-    airflow: AirflowDeployment, api: AirflowApi, dag_id: str, run_id: str, seen: list[str] | None = None, not_on: int | None = None
+    airflow: AirflowDeployment,
+    api: AirflowApi,
+    dag_id: str,
+    run_id: str,
+    seen: list[str] | None = None,
+    not_on: int | None = None,
 ) -> dict[str, Any]:
     """Wait until the task is DEFERRED and its trigger runs on a triggerer (other than job ``not_on``)."""
     api.wait_state(dag_id, run_id, "run", "deferred", seen=seen)
@@ -136,7 +141,11 @@ def test_marking_a_running_worker_task_failed_cancels_its_job(api, server_view, 
     assert api.task_instance("e2e_worker", run_id, "run")["state"] == "failed"
     # ... and it was the operator's on_kill, in the worker (its log line is in the task log).
     expected = f"Canceled job {job_id} because the task was killed"
-    wait_for("the on_kill message in the task log", lambda: expected in api.task_log("e2e_worker", run_id, "run", 1), 30)
+    wait_for(
+        "the on_kill message in the task log",
+        lambda: expected in api.task_log("e2e_worker", run_id, "run", 1),
+        30,
+    )
 
 
 def test_clearing_a_task_reruns_its_script_as_a_new_job(api, server_view, marks):
@@ -192,7 +201,9 @@ def test_restarting_the_triggerer_mid_job_does_not_cancel_it(airflow, api, serve
     assert api.xcoms("e2e_deferrable", run_id, "run")["return_value"]["job_id"] == job_id
 
 
-def test_restarting_the_scriptrunner_mid_job_fails_the_try_and_the_retry_succeeds(api, scriptrunner, server_view, marks, job_pids_gone):
+def test_restarting_the_scriptrunner_mid_job_fails_the_try_and_the_retry_succeeds(
+    api, scriptrunner, server_view, marks, job_pids_gone
+):
     tag = marks.new_tag("server-restart")
     run_id = api.trigger("e2e_worker_retry", {"tag": tag, "first_seconds": 120, "later_seconds": 1})
     api.wait_state("e2e_worker_retry", run_id, "run", "running")

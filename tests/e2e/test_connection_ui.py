@@ -14,7 +14,13 @@ from tests.e2e.deployment import HOST, free_port
 pytestmark = pytest.mark.e2e
 
 #: hook_meta's names for the standard fields that ui-field-behaviour may hide or relabel.
-STANDARD_FIELD_NAMES = {"schema": "url_schema", "host": "host", "port": "port", "login": "login", "password": "password"}
+STANDARD_FIELD_NAMES = {
+    "schema": "url_schema",
+    "host": "host",
+    "port": "port",
+    "login": "login",
+    "password": "password",
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +56,12 @@ def test_hook_meta_lists_script_runner_as_declared_in_provider_info(script_runne
 
 
 def test_connection_test_reports_a_healthy_server(api, scriptrunner):
-    body = {"connection_id": "scriptrunner_e2e_test", "conn_type": "scriptrunner", "host": HOST, "port": scriptrunner.port}
+    body = {
+        "connection_id": "scriptrunner_e2e_test",
+        "conn_type": "scriptrunner",
+        "host": HOST,
+        "port": scriptrunner.port,
+    }
     result = api.request("POST", "/api/v2/connections/test", json=body)
     assert result == {"status": True, "message": f"script-runner at {scriptrunner.url}/healthz is healthy"}
 

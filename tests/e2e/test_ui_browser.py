@@ -37,7 +37,9 @@ CONN_ID = "scriptrunner_from_ui"
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI must run the browser test (.ci/run installs chromium, the test extra Playwright)")
+        pytest.fail(
+            f"{reason}; CI must run the browser test (.ci/run installs chromium, the test extra Playwright)"
+        )
     pytest.skip(reason)
 
 
@@ -82,7 +84,9 @@ def cleanup_connection(api):
     api.request("DELETE", f"/api/v2/connections/{CONN_ID}", expect=(204, 404))
 
 
-def test_add_and_test_a_script_runner_connection_in_the_ui(page, airflow, api, scriptrunner, cleanup_connection):
+def test_add_and_test_a_script_runner_connection_in_the_ui(
+    page, airflow, api, scriptrunner, cleanup_connection
+):
     from playwright.sync_api import expect
 
     SCREENSHOTS.mkdir(exist_ok=True)
@@ -113,7 +117,7 @@ def test_add_and_test_a_script_runner_connection_in_the_ui(page, airflow, api, s
 
     # The provider's custom fields, with their labels and descriptions from CONN_FIELDS.
     dialog.get_by_role("button", name="Extra Fields", exact=True).click()
-    for name, field in CONN_FIELDS.items():
+    for field in CONN_FIELDS.values():
         expect(dialog.locator("label", has_text=field["label"])).to_be_visible()
         expect(dialog.get_by_text(field["description"], exact=True)).to_be_visible()
     page.screenshot(path=str(SCREENSHOTS / "scriptrunner-connection-form.png"))
@@ -129,7 +133,9 @@ def test_add_and_test_a_script_runner_connection_in_the_ui(page, airflow, api, s
 
     # Test: the api-server runs the hook's test_connection against the bundled server.
     test_button = row.get_by_role("button", name="Test Connection")
-    with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test") and r.request.method == "POST") as answer:
+    with page.expect_response(
+        lambda r: r.url.endswith("/api/v2/connections/test") and r.request.method == "POST"
+    ) as answer:
         test_button.click()
     result = answer.value.json()
     assert result == {"status": True, "message": f"script-runner at {scriptrunner.url}/healthz is healthy"}

@@ -160,7 +160,7 @@ def distributed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribute
             for what, stop, leftovers in reversed(started):
                 try:
                     stop()
-                except Exception as err:  # noqa: BLE001 - stop the rest anyway, then report
+                except Exception as err:
                     left.setdefault(what, []).append(f"stop failed: {err!r}")
                 left.setdefault(what, []).extend(str(item) for item in leftovers())
             left = {what: items for what, items in left.items() if items}

@@ -12,6 +12,7 @@ files live in a directory of their own under the system temp dir, because pytest
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -215,17 +216,13 @@ class PostgresCluster:
         """Fast shutdown (pg_ctl), then SIGKILL whatever is left of the group; removes the files."""
         try:
             if self.postmaster_pid is not None and self.leftovers():
-                try:
+                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                     self._run(
                         "pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30", "stop", timeout=60
                     )
-                except (RuntimeError, subprocess.TimeoutExpired):
-                    pass
                 for pid in self.leftovers():
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 wait_for("the PostgreSQL processes to be gone", lambda: not self.leftovers(), 10)
         finally:
             if not self.leftovers():
@@ -304,10 +301,8 @@ class RedisServer:
             return
         if process.poll() is None:
             process.terminate()  # no persistence configured: it exits without writing anything
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         _kill_group(process.pid)
         process.wait()
 

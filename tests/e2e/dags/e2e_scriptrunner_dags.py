@@ -25,14 +25,20 @@ START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 
 def _dag(dag_id: str, doc: str) -> DAG:
-    return DAG(dag_id=dag_id, schedule=None, start_date=START, catchup=False, doc_md=doc, tags=["scriptrunner-e2e"])
+    return DAG(
+        dag_id=dag_id, schedule=None, start_date=START, catchup=False, doc_md=doc, tags=["scriptrunner-e2e"]
+    )
 
 
 with _dag("e2e_deferrable", "The run-script operator waiting in the triggerer."):
-    ScriptRunnerRunScriptOperator(task_id="run", script_id="work", args=WORK_ARGS, deferrable=True, poll_interval=1)
+    ScriptRunnerRunScriptOperator(
+        task_id="run", script_id="work", args=WORK_ARGS, deferrable=True, poll_interval=1
+    )
 
 with _dag("e2e_worker", "The run-script operator waiting in the worker; no retries."):
-    ScriptRunnerRunScriptOperator(task_id="run", script_id="work", args=WORK_ARGS, deferrable=False, poll_interval=1)
+    ScriptRunnerRunScriptOperator(
+        task_id="run", script_id="work", args=WORK_ARGS, deferrable=False, poll_interval=1
+    )
 
 with _dag("e2e_worker_retry", "The run-script operator waiting in the worker, with one quick retry."):
     ScriptRunnerRunScriptOperator(
