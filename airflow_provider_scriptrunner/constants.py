@@ -18,3 +18,6 @@ MAX_LOG_PAGE_BYTES = 1048576
 #: A page must hold one whole UTF-8 character (up to 4 bytes).
 MIN_LOG_PAGE_BYTES = 4
 LOG_STREAMS = ("stdout", "stderr")
+#: Connections per shared async client (one per event loop and connection settings, used by every
+#: trigger in a triggerer): enough for thousands of triggers polling, bounded for the server.
+ASYNC_POOL_CONNECTIONS = 64

@@ -1,7 +1,7 @@
 """
 The transport shared by both hooks: the endpoints, the retry rules, and how answers and
-failures become typed errors. Transport failures are worded and classified here once, for the
-sync (requests) and the async (httpx) hook alike.
+failures become typed errors. Transport failures are worded here once, for the sync (requests)
+and the async (aiohttp or httpx, :mod:`~airflow_provider_scriptrunner.async_clients`) hook alike.
 """
 
 from __future__ import annotations
@@ -232,6 +232,9 @@ def httpx_verify(verify: bool | str) -> Any:
 
     Building one loads the CA bundle: ~10-40 ms of CPU and ~1 MB each, which httpx would
     otherwise pay for every trigger's client (1,000 triggers: most of a minute, and a GiB).
+    The result (an ``SSLContext``, or False for no verification) is what both httpx (``verify=``)
+    and aiohttp (``ssl=``) take, so both trust the same CAs; the async clients call this in a
+    worker thread, never on the event loop.
     """
     if isinstance(verify, str):
         return ssl.create_default_context(cafile=verify)

@@ -8,9 +8,9 @@ Modules, one per benchmark:
 
 * :mod:`benchmarks.sync_overhead`: the run operator (worker mode) on a quick script vs one raw
   sync ``POST /run``.
-* :mod:`benchmarks.fan_in`: 1,000 concurrent ``ScriptRunnerJobTrigger`` runs in one event loop vs
-  1,000 of Airflow's ``HttpSensorTrigger``, each kind in a fresh child process, against
-  :mod:`benchmarks.mock_jobs_server`.
+* :mod:`benchmarks.fan_in`: up to 10,000 concurrent ``ScriptRunnerJobTrigger`` runs in one event
+  loop, on aiohttp and on httpx, vs 1,000 of Airflow's ``HttpSensorTrigger``, each trial in a fresh
+  child process, against :mod:`benchmarks.mock_jobs_server`.
 * :mod:`benchmarks.log_retrieval`: the hook's whole-stream iteration of 1 MiB vs one raw GET, and
   the memory the operator's log streaming needs.
 * :mod:`benchmarks.requests_per_job`: HTTP requests made for a 60 s job in worker and deferred

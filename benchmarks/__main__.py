@@ -38,16 +38,19 @@ How each row is measured (details in each module's docstring, `benchmarks/*.py`)
   in a scratch directory, 127.0.0.1, own process group, stopped afterwards). It runs with TCP_NODELAY,
   as the real Node.js server does (see `benchmarks/_server_site/sitecustomize.py`); the rows marked
   "server as shipped" use it unmodified. The fan-in rows poll `benchmarks/mock_jobs_server.py`
-  instead (1,000 real scripts would mean 1,000 shells and 3,000 server threads on 2 cores).
+  instead (10,000 real scripts would mean 10,000 shells and 30,000 server threads on 2 cores).
 - Timing ratios: the variants run interleaved in the same run (round robin, rotating which goes
   first in each round); the ratio is the median over rounds of A's time / B's time in that round
   (a slow spell of the shared machine then hits both), next to the two medians in ms.
 - Sync-run overhead: `ScriptRunnerRunScriptOperator(deferrable=False).execute()` on `echo hello` (fresh
   operator each run) vs `requests.post(url + "/run", json={"scriptId": ..., "mode": "sync"})`.
-- Trigger fan-in: 1,000 triggers per child process, starts spread over the first poll interval, jobs
-  ending evenly between 8 and 18 s; CPU per poll and CPU/wall measured while all 1,000 are live
-  (process CPU time; polls counted by the server); latency = event time - job end; 2 alternating
-  trials per kind. The "HTTP client alone" row times 1,000 sequential GETs per client, in a child.
+- Trigger fan-in: 1,000, 5,000 and 10,000 triggers (poll_interval 10 s) per child process, ours on
+  each client library of the async hook (the shared aiohttp session, the default, and a shared httpx
+  client), HttpSensorTrigger at 1,000 (twice, interleaved with ours); starts spread over the first
+  poll interval, jobs ending evenly between 23 and 30 s; CPU per poll, CPU/wall, the mock server's
+  CPU and memory (RSS above the child's RSS before the first trigger, per trigger) measured while
+  all of them are live (process CPU time; polls counted by the server); latency = event time - job
+  end. The "HTTP client alone" row times 2,000 GETs per client, 50 in flight, in a child.
 - Log retrieval: 1 MiB of 80-character lines; `ScriptRunnerHook.iter_log` (default page size) vs one
   `requests.get(.../logs?limit=1048576)`; memory: tracemalloc peak above the starting point while
   `_OutputCapture.pump` (the run operator's log streaming, default 64 KiB pages and
@@ -58,7 +61,7 @@ How each row is measured (details in each module's docstring, `benchmarks/*.py`)
 """
 
 
-def write_results(rows: list[Row], info: dict[str, str], seconds: float) -> None:
+def write_results(rows: list[Row], info: dict[str, str], seconds: float, sections: dict[str, str]) -> None:
     notes = ""
     if RESULTS.exists():
         text = RESULTS.read_text(encoding="utf-8")
@@ -71,7 +74,8 @@ def write_results(rows: list[Row], info: dict[str, str], seconds: float) -> None
         "# Benchmark results\n\n"
         f"Written by `make bench` (`python -m benchmarks`, {seconds:.0f} s). {met} of {judged} targets met.\n\n"
         f"{render_table(rows)}\n\n"
-        "## Machine\n\n| | |\n| --- | --- |\n"
+        + "".join(f"## {title}\n\n{body}\n\n" for title, body in sections.items())
+        + "## Machine\n\n| | |\n| --- | --- |\n"
         f"{machine}\n\n"
         "## Method\n\n"
         f"{METHOD}\n"
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             fan_in.ensure_http_provider()
             info["apache-airflow-providers-http"] = machine_info()["apache-airflow-providers-http"]
         rows: list[Row] = []
+        sections: dict[str, str] = {}
         if "sync" in selected:
             rows += sync_overhead.run(workdir)[0]
         if "requests" in selected:
@@ -117,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             else contextlib.nullcontext() as long_jobs
         ):
             if "fan-in" in selected:
-                rows += fan_in.run(workdir)[0]
+                fan_rows, fan_details = fan_in.run(workdir)
+                rows += fan_rows
+                sections["Trigger fan-in against trigger count"] = fan_in.growth_table(fan_details["summary"])
             if long_jobs is not None:
                 rows += long_jobs.rows()
         info["load average (1/5/15 min) at end"] = load_average()
@@ -127,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     print(render_table(rows))
     print()
+    for title, body in sections.items():
+        print(f"{title}\n\n{body}\n")
     for key, value in info.items():
         print(f"{key}: {value}")
     if selected == set(NAMES):
-        write_results(rows, info, seconds)
+        write_results(rows, info, seconds, sections)
         log(f"wrote {RESULTS} ({seconds:.0f} s)")
     return 0
 

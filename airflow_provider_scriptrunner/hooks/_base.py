@@ -48,9 +48,11 @@ class _ScriptRunnerHookBase(BaseHook):
             path = path.format(job_id=quote(validation.validate_job_id(job_id), safe=""))
         return settings.base_url + path
 
+    def _attempts(self, settings: ConnectionSettings) -> int:
+        return (self._retries_override if self._retries_override is not None else settings.retries) + 1
+
     def _retrying(self, settings: ConnectionSettings, endpoint: Endpoint, kind: type) -> Any:
-        attempts = (self._retries_override if self._retries_override is not None else settings.retries) + 1
-        return transport.retrying(attempts, endpoint, kind, self._log_retry)
+        return transport.retrying(self._attempts(settings), endpoint, kind, self._log_retry)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

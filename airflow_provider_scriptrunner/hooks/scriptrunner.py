@@ -1,6 +1,7 @@
 """
 Hooks for script-runner: :class:`ScriptRunnerHook` (requests, one session per hook) and
-:class:`ScriptRunnerAsyncHook` (httpx, one client per hook, for triggers).
+:class:`ScriptRunnerAsyncHook` (for triggers: one aiohttp session shared per event loop and
+connection settings, see :mod:`~airflow_provider_scriptrunner.async_clients`).
 
 Every request goes through one funnel per hook (``_request``), which adds the base URL, auth,
 timeouts, retries and error mapping; the public methods are one line per endpoint. The parts live
@@ -14,13 +15,12 @@ importable from here too, as before.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 import requests
 import tenacity
 
-from airflow_provider_scriptrunner import transport, validation
+from airflow_provider_scriptrunner import async_clients, transport, validation
 from airflow_provider_scriptrunner.constants import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
@@ -66,6 +66,8 @@ from airflow_provider_scriptrunner.validation import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
+
+    import httpx
 
 __all__ = [
     "CANCEL",
@@ -330,11 +332,19 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
 
 class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
     """
-    Async counterpart of :class:`ScriptRunnerHook` for triggers (httpx, one client per hook).
+    Async counterpart of :class:`ScriptRunnerHook` for triggers.
 
-    Same semantics for get job, log page, whole-log iteration, cancel and health. Close it
-    with :meth:`close` (or ``async with``).
+    Same semantics for get job, log page, whole-log iteration, cancel and health. Hooks in one
+    process share one client per event loop and connection settings (an aiohttp session with a
+    bounded pool, see :mod:`~airflow_provider_scriptrunner.async_clients`); a hook holds it from its
+    first request until :meth:`close` (or ``async with``), and the last hook to let go closes it.
+
+    :param transport: an httpx transport (``httpx.MockTransport`` in tests): the hook then uses an
+        httpx client of its own over it.
     """
+
+    #: The shared client's library: ``"aiohttp"`` (default) or ``"httpx"``.
+    http_client: ClassVar[str] = async_clients.AIOHTTP
 
     def __init__(
         self,
@@ -346,28 +356,37 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         super().__init__(scriptrunner_conn_id, **kwargs)
         self._transport = transport
         self._settings: ConnectionSettings | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: async_clients.AsyncClient | None = None
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
             self._settings = self._settings_from(await aget_connection(self, self.scriptrunner_conn_id))
         return self._settings
 
-    async def get_client(self) -> httpx.AsyncClient:
+    async def get_client(self) -> async_clients.AsyncClient:
+        """The client this hook sends with: the shared one, or its own httpx client over ``transport``."""
+        if self._client is not None:
+            return self._client
+        settings = await self.get_settings()
+        if self._transport is not None:
+            client = await async_clients.private_httpx(settings, self._transport)
+        else:
+            client = await async_clients.acquire(self.http_client, settings)
+        return await self._adopt(client)
+
+    async def _adopt(self, client: async_clients.AsyncClient) -> async_clients.AsyncClient:
+        """Keep ``client``, unless a concurrent call of this hook got one first: then let go of it."""
         if self._client is None:
-            settings = await self.get_settings()
-            self._client = httpx.AsyncClient(
-                headers=settings.request_headers(),
-                verify=transport.httpx_verify(settings.verify),
-                timeout=settings.timeout,
-                transport=self._transport,
-            )
+            self._client = client
+            return client
+        await async_clients.release(client)
         return self._client
 
     async def close(self) -> None:
+        """Let go of the client (a shared one closes when its last hook lets go); harmless twice."""
         if self._client is not None:
             client, self._client = self._client, None
-            await client.aclose()
+            await async_clients.release(client)
 
     async def __aenter__(self) -> ScriptRunnerAsyncHook:
         return self
@@ -380,6 +399,8 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
     ) -> tuple[int, dict[str, Any]]:
         settings = await self.get_settings()
         url = self._url(settings, endpoint, job_id)
+        if self._attempts(settings) == 1:  # no retries (a trigger's own backoff): no retry machinery
+            return await self._send(endpoint, url, params, settings.timeout)
         async for attempt in self._retrying(settings, endpoint, tenacity.AsyncRetrying):
             with attempt:
                 return await self._send(endpoint, url, params, settings.timeout)
@@ -389,23 +410,8 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         self, endpoint: Endpoint, url: str, params: Any, timeout: float
     ) -> tuple[int, dict[str, Any]]:
         client = await self.get_client()
-        try:
-            response = await client.request(endpoint.method, url, params=params)
-        except httpx.ConnectTimeout:
-            raise transport.connect_timeout(url, timeout) from None
-        except httpx.TimeoutException:
-            raise transport.no_response(url, timeout) from None
-        except httpx.ConnectError as err:
-            raise (
-                transport.tls_failure(url, str(err))
-                if transport.has_ssl_cause(err)
-                else transport.unreachable(url)
-            ) from None
-        except httpx.TransportError as err:
-            raise transport.broken(url, f"{type(err).__name__}: {err}") from None
-        return response.status_code, parse_response(
-            response.status_code, response.text, method=endpoint.method, url=url
-        )
+        status, text = await async_clients.send(client, endpoint.method, url, params, timeout)
+        return status, parse_response(status, text, method=endpoint.method, url=url)
 
     async def health(self) -> dict[str, Any]:
         return (await self._request(HEALTH))[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 
+import aiohttp
 import httpx
 import pytest
 
@@ -219,12 +220,26 @@ def _self_signed_ca(tmp_path):
     return path
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def client_tls(request, monkeypatch):
+    """The keyword arguments the shared client of either library is built with; TLS as ``verify``."""
+    seen = {}
+    monkeypatch.setattr(ScriptRunnerAsyncHook, "http_client", request.param)
+    if request.param == "httpx":
+        real = httpx.AsyncClient
+        monkeypatch.setattr(httpx, "AsyncClient", lambda **kw: seen.update(kw) or real(**kw))
+    else:
+        real_connector = aiohttp.TCPConnector
+        monkeypatch.setattr(
+            aiohttp, "TCPConnector", lambda **kw: seen.update(verify=kw["ssl"]) or real_connector(**kw)
+        )
+    return seen
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("extra", [{"verify_ssl": False}, {"verify_ssl": "false"}])
-async def test_verify_ssl_false_turns_verification_off(set_connection, monkeypatch, extra):
-    seen = {}
-    real = httpx.AsyncClient
-    monkeypatch.setattr(httpx, "AsyncClient", lambda **kw: seen.update(kw) or real(**kw))
+async def test_verify_ssl_false_turns_verification_off(set_connection, client_tls, extra):
+    seen = client_tls
     set_connection(host="https://sr.test", extra=extra)
     hook = ScriptRunnerAsyncHook()
     await hook.get_client()
@@ -233,13 +248,11 @@ async def test_verify_ssl_false_turns_verification_off(set_connection, monkeypat
 
 
 @pytest.mark.asyncio
-async def test_ca_bundle_is_the_only_trust_of_the_async_client(set_connection, monkeypatch, tmp_path):
+async def test_ca_bundle_is_the_only_trust_of_the_async_client(set_connection, client_tls, tmp_path):
     import ssl
 
     ca = _self_signed_ca(tmp_path)
-    seen = {}
-    real = httpx.AsyncClient
-    monkeypatch.setattr(httpx, "AsyncClient", lambda **kw: seen.update(kw) or real(**kw))
+    seen = client_tls
     set_connection(host="https://sr.test", extra={"ca_bundle": str(ca)})
     hook = ScriptRunnerAsyncHook()
     await hook.get_client()
