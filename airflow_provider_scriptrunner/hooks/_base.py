@@ -9,6 +9,7 @@ from airflow.sdk import BaseHook
 
 from airflow_provider_scriptrunner import transport, validation
 from airflow_provider_scriptrunner.constants import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_scriptrunner.models import ScriptRunnerJob
 from airflow_provider_scriptrunner.settings import ConnectionSettings
 from airflow_provider_scriptrunner.transport import JOB, Endpoint
 
@@ -67,3 +68,11 @@ class _ScriptRunnerHookBase(BaseHook):
         """URL of a job on the server (for links)."""
         conn = self.get_connection(self.scriptrunner_conn_id)
         return self._url(ConnectionSettings.from_connection(conn), JOB, job_id)
+
+
+def job_from(data: dict[str, Any], status: int, method: str, url: str) -> ScriptRunnerJob:
+    """The job object of an answer, or the malformed-response error naming the request."""
+    try:
+        return ScriptRunnerJob.from_api(data)
+    except ValueError as err:
+        raise transport.malformed(err, status, method=method, url=url, body=data) from None
