@@ -41,6 +41,7 @@ def test_a_failed_cancel_never_fails_the_request(conn, requests_mock, caplog):
 
 
 def test_the_plugin_registers_the_listener():
+    from airflow_provider_scriptrunner._compat import TRIGGER_HAS_ON_KILL
     from airflow_provider_scriptrunner.plugins import ScriptRunnerPlugin
 
-    assert ScriptRunnerPlugin.listeners == [listener]
+    assert ScriptRunnerPlugin.listeners == ([listener] if TRIGGER_HAS_ON_KILL else [])
