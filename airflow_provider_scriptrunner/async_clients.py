@@ -15,31 +15,34 @@ process, side by side). ``httpx`` remains the client of a hook given a ``transpo
 ``ScriptRunnerAsyncHook.http_client = "httpx"``. Both map failures to the same typed errors through
 :mod:`~airflow_provider_scriptrunner.transport`, so the hook behaves the same on either.
 
-Nothing here blocks the event loop: the TLS context (cached per process in
+Nothing here blocks the event loop: aiohttp's import (~0.2 s, done on first use, so that DAG
+parsing and workers never pay for it), the TLS context (cached per process in
 :func:`~airflow_provider_scriptrunner.transport.httpx_verify`) and the proxy from the environment
-are prepared in a worker thread, once per client.
+are done in a worker thread, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 import urllib.request
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union, cast
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
-import yarl
 
 from airflow_provider_scriptrunner import transport
 from airflow_provider_scriptrunner.constants import ASYNC_POOL_CONNECTIONS
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from airflow_provider_scriptrunner.settings import ConnectionSettings
 
 #: What a hook's ``get_client()`` returns.
-AsyncClient = aiohttp.ClientSession | httpx.AsyncClient
+AsyncClient = Union["aiohttp.ClientSession", httpx.AsyncClient]
 AIOHTTP = "aiohttp"
 HTTPX = "httpx"
 BACKENDS = (AIOHTTP, HTTPX)
@@ -77,11 +80,17 @@ def env_proxy(url: str) -> str | None:
     return proxies.get(parts.scheme) or proxies.get("all")
 
 
+def _aiohttp() -> Any:
+    """The aiohttp module, once :func:`_prepare` has imported it."""
+    return sys.modules["aiohttp"]
+
+
 def _prepare(settings: ConnectionSettings, backend: str) -> tuple[Any, str | None]:
     """The TLS setting and (for aiohttp) the proxy of a new client; runs in a worker thread."""
-    return transport.httpx_verify(settings.verify), env_proxy(
-        settings.base_url
-    ) if backend == AIOHTTP else None
+    if backend == AIOHTTP:
+        importlib.import_module("aiohttp")
+        return transport.httpx_verify(settings.verify), env_proxy(settings.base_url)
+    return transport.httpx_verify(settings.verify), None
 
 
 def _build(backend: str, settings: ConnectionSettings, tls: Any, proxy: str | None) -> AsyncClient:
@@ -94,25 +103,20 @@ def _build(backend: str, settings: ConnectionSettings, tls: Any, proxy: str | No
                 max_connections=ASYNC_POOL_CONNECTIONS, max_keepalive_connections=ASYNC_POOL_CONNECTIONS
             ),
         )
-    proxy_url = yarl.URL(proxy) if proxy else None
-    proxy_auth = None
-    if proxy_url is not None and proxy_url.user:
-        proxy_auth = aiohttp.BasicAuth(proxy_url.user, proxy_url.password or "")
-        proxy_url = proxy_url.with_user(None)
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=ASYNC_POOL_CONNECTIONS, ssl=tls),
+    aio = _aiohttp()
+    return aio.ClientSession(
+        connector=aio.TCPConnector(limit=ASYNC_POOL_CONNECTIONS, ssl=tls),
         headers=settings.request_headers(),
         # httpx's one timeout covers connecting, waiting for a pooled connection and each read.
-        timeout=aiohttp.ClientTimeout(
+        timeout=aio.ClientTimeout(
             total=None, connect=settings.timeout, sock_connect=settings.timeout, sock_read=settings.timeout
         ),
         # One session serves many triggers: no cookies carried from one to the next (httpx kept
         # them per hook); the proxy is read from the environment once, as httpx does, instead of
         # on every request (trust_env=True would also read ~/.netrc, which httpx does not).
-        cookie_jar=aiohttp.DummyCookieJar(),
+        cookie_jar=aio.DummyCookieJar(),
         trust_env=False,
-        proxy=proxy_url,
-        proxy_auth=proxy_auth,
+        proxy=proxy,  # credentials in its URL become its Proxy-Authorization
     )
 
 
@@ -161,42 +165,48 @@ def shared_count() -> int:
     return len(_shared)
 
 
+def _is_aiohttp(client: AsyncClient) -> bool:
+    aio = sys.modules.get("aiohttp")  # not imported: the client cannot be an aiohttp session
+    return aio is not None and isinstance(client, aio.ClientSession)
+
+
 async def _close(client: AsyncClient) -> None:
-    if isinstance(client, aiohttp.ClientSession):
-        await client.close()
+    if _is_aiohttp(client):
+        await cast("aiohttp.ClientSession", client).close()
     else:
-        await client.aclose()
+        await cast("httpx.AsyncClient", client).aclose()
 
 
 async def send(client: AsyncClient, method: str, url: str, params: Any, timeout: float) -> tuple[int, str]:
     """One request: (status, body text), or the typed error for a failure (the same on either library)."""
-    if isinstance(client, aiohttp.ClientSession):
-        return await send_aiohttp(client, method, url, params, timeout)
-    return await send_httpx(client, method, url, params, timeout)
+    if _is_aiohttp(client):
+        return await send_aiohttp(cast("aiohttp.ClientSession", client), method, url, params, timeout)
+    return await send_httpx(cast("httpx.AsyncClient", client), method, url, params, timeout)
 
 
 async def send_aiohttp(
     session: aiohttp.ClientSession, method: str, url: str, params: Any, timeout: float
 ) -> tuple[int, str]:
     """One request on an aiohttp session: (status, body text), or the typed error (as :func:`send_httpx`)."""
+    aio = _aiohttp()
     try:
         # httpx does not follow redirects by default; neither does this.
         async with session.request(method, url, params=params, allow_redirects=False) as response:
             body = await response.read()
             return response.status, body.decode(response.charset or "utf-8", errors="replace")
-    except aiohttp.ConnectionTimeoutError:
+    except aio.ConnectionTimeoutError:
         raise transport.connect_timeout(url, timeout) from None
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+    except (aio.ServerTimeoutError, asyncio.TimeoutError):
         raise transport.no_response(url, timeout) from None
-    except aiohttp.ClientSSLError as err:
+    except aio.ClientSSLError as err:
         raise transport.tls_failure(url, str(err)) from None
-    except aiohttp.ClientConnectorError as err:
+    except aio.ClientConnectorError as err:
         raise (
             transport.tls_failure(url, str(err))
             if transport.has_ssl_cause(err)
             else transport.unreachable(url)
         ) from None
-    except aiohttp.ClientError as err:
+    except aio.ClientError as err:
         raise transport.broken(url, f"{type(err).__name__}: {err}") from None
 
 

@@ -282,3 +282,17 @@ def test_unknown_client_library(set_connection, monkeypatch):
 
 def _closed(client) -> bool:
     return client.is_closed if hasattr(client, "is_closed") else client.closed
+
+
+@pytest.mark.asyncio
+async def test_proxy_credentials_from_the_environment(set_connection, monkeypatch):
+    async with LoopbackServer((200, job_body("j"))) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://user:pa55@127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        set_connection(host="sr.test", port=8080)
+        async with ScriptRunnerAsyncHook() as hook:
+            await hook.get_job("j")
+    line, headers = proxy.requests[0]
+    assert line == "GET http://sr.test:8080/jobs/j HTTP/1.1"
+    assert headers["proxy-authorization"] == "Basic dXNlcjpwYTU1"
