@@ -16,10 +16,10 @@ kept end of the output.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_scriptrunner.hooks.scriptrunner import MAX_LOG_PAGE_BYTES
+from airflow_provider_scriptrunner.log_paging import utf8_size
 
 if TYPE_CHECKING:
     from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook, ScriptRunnerHook
@@ -33,10 +33,6 @@ _REPLACEMENT = "\ufffd"
 #: Characters of a line without its newline yet that are held back before it is written as it is.
 #: Not the page size: small log pages (``log_page_bytes``) must not split ordinary lines in the log.
 MAX_HELD_LINE = 65536
-
-
-def _size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
 
 
 def true_end(job: ScriptRunnerJob, stream: str) -> str:
@@ -71,7 +67,7 @@ class LineWriter:
     @property
     def pending_bytes(self) -> int:
         """Bytes received but not written yet (the held partial line)."""
-        return _size(self._partial) if self._partial else 0
+        return utf8_size(self._partial) if self._partial else 0
 
     def write(self, text: str) -> None:
         start = 0
@@ -124,8 +120,10 @@ class OutputCapture:
         self.total_size = 0
         self.emit = emit
         self.writer = LineWriter(stream, log, max(page_size, MAX_HELD_LINE))
-        self.kept: deque[tuple[str, int]] = deque()  # (text, bytes) chunks of the end of the output
-        self.kept_bytes = 0
+        # The last ``cap`` bytes of the output (UTF-8): filled up to ``cap``, then a ring over the
+        # same buffer, oldest byte at ``_start`` (a buffer that is never reallocated once full).
+        self.kept = bytearray()
+        self._start = 0
         self.capped = False
         self.server_truncated = False
         self.truncation_warned = truncation_warned
@@ -158,22 +156,60 @@ class OutputCapture:
     def pump(
         self, hook: ScriptRunnerHook, job_id: str, *, complete: bool, max_bytes: int | None = None
     ) -> None:
-        """Read what is new since the last call (at most ``max_bytes``) into the task log."""
-        for chunk in hook.iter_log(
+        """
+        Read what is new since the last call (at most ``max_bytes``) into the task log.
+
+        Pages are decoded as they arrive (:meth:`ScriptRunnerHook.copy_log`): the text goes to the
+        log and the kept end in pieces of a few KiB, so a page is never in memory whole.
+        """
+        for end in hook.copy_log(
             job_id,
+            self._take,
             self.stream,
             self.offset,
             page_size=self.page_size,
             max_bytes=max_bytes,
             stream_complete=complete,
         ):
-            self.offset = chunk.next_offset
-            self.total_size = chunk.total_size
-            self.server_truncated = self.server_truncated or chunk.truncated
-            self._keep(chunk.text)
-            if self.emit:
-                self.writer.write(chunk.text)
-            del chunk  # not held while the next page is fetched
+            self.offset = end.next_offset
+            self.total_size = end.total_size
+            self.server_truncated = self.server_truncated or end.truncated
+
+    def _take(self, text: str) -> None:
+        self._keep(text)
+        if self.emit:
+            self.writer.write(text)
+
+    def take_preview(self, job: ScriptRunnerJob) -> bool:
+        """
+        Take the rest of a finished job's stream from its preview when the preview is all of it
+        (the usual case for a quick script): one request fewer per stream. False: read the logs.
+
+        The preview is the end of the output decoded as UTF-8; it is the whole output, byte for
+        byte, only when the stream was not truncated, the preview holds no U+FFFD (a decoding
+        that lost no bytes: no character cut at its start, no invalid bytes) and its UTF-8 length
+        is the stream's size. Anything else goes to the logs endpoint, as before.
+        """
+        size = getattr(job, f"{self.stream}_size")
+        preview = getattr(job, f"{self.stream}_preview")
+        if (
+            not job.is_terminal
+            or getattr(job, f"{self.stream}_truncated")
+            or not preview
+            or _REPLACEMENT in preview
+            or utf8_size(preview) != size
+        ):
+            return False
+        if self.offset:
+            try:  # ``offset`` is a character boundary: what the log has already
+                preview = preview.encode()[self.offset :].decode()
+            except UnicodeDecodeError:
+                return False
+        self.offset = self.total_size = size
+        self._keep(preview)
+        if self.emit:
+            self.writer.write(preview)
+        return True
 
     def finish(self, job: ScriptRunnerJob | None = None) -> None:
         """
@@ -201,24 +237,40 @@ class OutputCapture:
             self._keep(TRUNCATION_MARKER + tail)
 
     def _keep(self, text: str) -> None:
-        # Whole chunks are kept (no re-concatenation per page); result() cuts to ``cap`` bytes.
+        # At most ``cap`` bytes in one buffer: what falls off the front is gone (the log has it).
         if not text:
             return
-        size = _size(text)
-        self.kept.append((text, size))
-        self.kept_bytes += size
-        while self.kept and self.kept_bytes - self.kept[0][1] >= self.cap:
-            self.kept_bytes -= self.kept.popleft()[1]
+        if self.cap == 0:
             self.capped = True
+            return
+        data = text.encode("utf-8", "surrogatepass")
+        room = self.cap - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self.capped = True
+        if len(data) >= self.cap:
+            self.kept[:], self._start = data[-self.cap :], 0
+            return
+        end = self._start + len(data)
+        if end <= self.cap:
+            self.kept[self._start : end] = data
+        else:
+            split = self.cap - self._start
+            self.kept[self._start :] = data[:split]
+            self.kept[: end - self.cap] = data[split:]
+        self._start = end % self.cap
 
     def result(self) -> tuple[str, bool]:
         """The end of the output (at most ``cap`` bytes) and whether it is not all of it."""
-        kept = "".join(text for text, _ in self.kept)
-        if self.kept_bytes > self.cap:
-            data = kept.encode()[-self.cap :] if self.cap else b""
-            kept = data.decode("utf-8", errors="ignore")  # drops a character cut at the front
-            self.capped = True
-        return kept, self.capped or self.server_truncated
+        kept = self.kept[self._start :] + self.kept[: self._start] if self._start else self.kept
+        start = 0
+        if self.capped:  # the front may be the end of a character cut by the cap: drop it
+            while start < min(3, len(kept)) and 0x80 <= kept[start] < 0xC0:
+                start += 1
+        return kept[start:].decode("utf-8", "surrogatepass"), self.capped or self.server_truncated
 
 
 class AsyncStreamFollower:

@@ -43,7 +43,9 @@ How each row is measured (details in each module's docstring, `benchmarks/*.py`)
   first in each round); the ratio is the median over rounds of A's time / B's time in that round
   (a slow spell of the shared machine then hits both), next to the two medians in ms.
 - Sync-run overhead: `ScriptRunnerRunScriptOperator(deferrable=False).execute()` on `echo hello` (fresh
-  operator each run) vs `requests.post(url + "/run", json={"scriptId": ..., "mode": "sync"})`.
+  operator each run) vs the cheapest raw sequence with the same result:
+  `requests.post(url + "/run", json={"scriptId": ..., "mode": "sync"})`, then a `requests.get` of
+  `/jobs/{id}/logs` for each stream the job reports non-empty (for reference: the POST alone).
 - Trigger fan-in: 1,000, 5,000 and 10,000 triggers (poll_interval 10 s) per child process, ours on
   each client library of the async hook (the shared aiohttp session, the default, and a shared httpx
   client), HttpSensorTrigger at 1,000 (twice, interleaved with ours); starts spread over the first
@@ -53,8 +55,8 @@ How each row is measured (details in each module's docstring, `benchmarks/*.py`)
   end. The "HTTP client alone" row times 2,000 GETs per client, 50 in flight, in a child.
 - Log retrieval: 1 MiB of 80-character lines; `ScriptRunnerHook.iter_log` (default page size) vs one
   `requests.get(.../logs?limit=1048576)`; memory: tracemalloc peak above the starting point while
-  `_OutputCapture.pump` (the run operator's log streaming, default 64 KiB pages and
-  max_output_bytes) writes the 1 MiB into the task log.
+  `OutputCapture.pump` (the run operator's log streaming, default 64 KiB pages and
+  max_output_bytes, the kept end of the output included) writes the 1 MiB into the task log.
 - Requests per job: a real 60 s job per mode, both at once, counted from each server's request log;
   the 0.1 s script is timed from `execute()` to its return (submit and final log reads included).
 - Rows marked "(before)" run the code as it was before the benchmarks' fixes, side by side.

@@ -1,7 +1,7 @@
 """
 Log retrieval: ``ScriptRunnerHook.iter_log`` over 1 MiB of stdout vs one raw GET of the same
 bytes (``/jobs/{id}/logs?limit=1048576``), and the memory the run operator's log streaming
-(``_OutputCapture.pump``, which writes every line to the task log) needs for that 1 MiB.
+(``OutputCapture.pump``, which writes every line to the task log) needs for that 1 MiB.
 
 The hook reads with its default page size (the server's largest page, 1 MiB) and, for
 reference, with 64 KiB pages (the server's default page, and the hook's default before the
@@ -76,10 +76,8 @@ def measure_speed(url: str, conn_id: str, job_id: str) -> dict[str, list[float]]
 
 def measure_memory(conn_id: str, job_id: str, max_output_bytes: int | None = None) -> dict[str, int]:
     from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
-    from airflow_provider_scriptrunner.operators.scriptrunner import (
-        ScriptRunnerRunScriptOperator,
-        _OutputCapture,
-    )
+    from airflow_provider_scriptrunner.operators.scriptrunner import ScriptRunnerRunScriptOperator
+    from airflow_provider_scriptrunner.output import OutputCapture
 
     op = ScriptRunnerRunScriptOperator(
         task_id="bench", script_id="mib", deferrable=False, scriptrunner_conn_id=conn_id
@@ -88,13 +86,13 @@ def measure_memory(conn_id: str, job_id: str, max_output_bytes: int | None = Non
     cap = op.max_output_bytes if max_output_bytes is None else max_output_bytes
     hook = ScriptRunnerHook(conn_id)
     # Warm up: connection, session, imports and the logging chain, outside the trace.
-    _OutputCapture("stdout", cap, page, op.log).pump(hook, job_id, complete=True)
-    capture = _OutputCapture("stdout", cap, page, op.log)
+    OutputCapture("stdout", cap, page, op.log).pump(hook, job_id, complete=True)
+    capture = OutputCapture("stdout", cap, page, op.log)
     tracemalloc.start()
     try:
         start, _ = tracemalloc.get_traced_memory()
         capture.pump(hook, job_id, complete=True)
-        capture.finish(complete=True)
+        capture.finish()
         end, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -132,7 +130,7 @@ def run(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
         rows.append(
             Row(
                 "Log retrieval",
-                f"peak extra memory streaming 1 MiB into the task log (_OutputCapture.pump, {label})",
+                f"peak extra memory streaming 1 MiB into the task log (OutputCapture.pump, {label})",
                 f"{pages:.2f}x page",
                 f"<= {MEMORY_TARGET_PAGES:g}x page" if main else "(reference)",
                 pages <= MEMORY_TARGET_PAGES if main else None,

@@ -161,11 +161,11 @@ class LongJobs:
 def quick_result(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
     """Worker mode on a 0.1 s script: seconds from ``execute`` to its result (and with the old first poll)."""
     from airflow_provider_scriptrunner.operators import run_script as ops
-    from benchmarks.sync_overhead import OLD_FIRST_POLL_DELAY
+    from benchmarks.sync_overhead import OLD_SCHEDULE, polling
 
     log(f"first result of a {QUICK_SECONDS} s script ...")
 
-    def run_once(first_poll: float | None = None) -> float:
+    def run_once(schedule: tuple[float, float] | None = None) -> float:
         op = ops.ScriptRunnerRunScriptOperator(
             task_id="bench",
             script_id="sleep",
@@ -173,20 +173,16 @@ def quick_result(workdir: Path) -> tuple[list[Row], dict[str, Any]]:
             deferrable=False,
             scriptrunner_conn_id="bench_quick",
         )
-        saved = ops.FIRST_POLL_DELAY
-        ops.FIRST_POLL_DELAY = saved if first_poll is None else first_poll
-        try:
+        with polling(schedule):
             start = time.perf_counter()
             result = op.execute(make_context())
             elapsed = time.perf_counter() - start
-        finally:
-            ops.FIRST_POLL_DELAY = saved
         assert result["status"] == "succeeded", result
         return elapsed
 
     variants = {"operator": run_once}
-    if ops.FIRST_POLL_DELAY != OLD_FIRST_POLL_DELAY:
-        variants["operator, first poll 0.1 s (before)"] = lambda: run_once(OLD_FIRST_POLL_DELAY)
+    if (ops.FIRST_POLL_DELAY, ops.POLL_GROWTH) != OLD_SCHEDULE:
+        variants["operator, previous polling (10 ms, x2)"] = lambda: run_once(OLD_SCHEDULE)
     with bundled_server(workdir / "quick-result", SCRIPTS, "bench_quick"):
         interleaved(1, variants)  # warm-up: imports and the connection lookup
         samples = interleaved(QUICK_RUNS, variants)

@@ -198,3 +198,65 @@ def test_prime_with_a_cap_larger_than_a_page_reads_from_the_start(conn, requests
     capture.prime(ScriptRunnerHook(), JOB)
     assert requests_mock.request_history[0].qs["offset"] == ["0"]
     assert capture.result() == (blob.decode(), False)
+
+
+# -- OutputCapture: a finished job's preview instead of a log read --------------------------------
+
+
+@pytest.mark.parametrize("cap", [0, 5, 1000, 5000])
+def test_a_preview_that_is_all_of_the_output_replaces_the_log_read(conn, requests_mock, cap):
+    blob = mixed_text(3000)
+    text = blob.decode()
+    serve(requests_mock, blob)
+    expected = full_capture(requests_mock, blob, cap, page=97)
+    job = finished(stdoutSize=len(blob), stdoutPreview=text)
+    for chars in range(0, len(text), 101):
+        offset = len(text[:chars].encode())  # what a worker or trigger logged already: a character boundary
+        requests_mock.reset_mock()
+        log = ListLog()
+        capture = OutputCapture("stdout", cap, 97, log, offset)
+        capture.prime(ScriptRunnerHook(), JOB)
+        primed = len(requests_mock.request_history)
+        assert capture.take_preview(job) is True
+        capture.finish(job)
+        assert len(requests_mock.request_history) == primed  # nothing read past the priming
+        assert capture.result() == expected, f"cap={cap} offset={offset}"
+        assert capture.offset == len(blob)
+        assert "".join(m[len("[stdout] ") :] + "\n" for m in log.lines).rstrip("\n") == text[chars:].rstrip(
+            "\n"
+        )
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"stdoutSize": 5000, "stdoutPreview": "x" * 4096}, "the preview is only the end of it"),
+        ({"stdoutSize": 4098, "stdoutPreview": "\ufffd" + "x" * 4095}, "a character cut at its start"),
+        ({"stdoutSize": 3, "stdoutPreview": "a\ufffd"}, "invalid bytes: the decoding lost some"),
+        ({"stdoutSize": 3, "stdoutPreview": "abc", "stdoutTruncated": True}, "the server truncated it"),
+        ({"stdoutSize": 3, "stdoutPreview": ""}, "no preview"),
+    ],
+)
+def test_a_preview_that_may_not_be_all_of_it_is_not_used(fields, why):
+    capture = OutputCapture("stdout", 100, 64, ListLog())
+    assert capture.take_preview(finished(**fields)) is False, why
+    assert (capture.offset, capture.result()) == (0, ("", False))
+
+
+def test_a_running_job_has_no_usable_preview():
+    running = ScriptRunnerJob.from_api(job_body(JOB, "running", stdoutSize=3, stdoutPreview="abc"))
+    assert OutputCapture("stdout", 100, 64, ListLog()).take_preview(running) is False
+
+
+@pytest.mark.parametrize("cap", [1, 2, 3, 5, 64, 999, 2999, 3000, 3001])
+@pytest.mark.parametrize("page", [4, 7, 100, 5000])
+def test_the_kept_end_is_the_last_cap_bytes_of_the_output(conn, requests_mock, cap, page):
+    blob = mixed_text(3000)
+    serve(requests_mock, blob)
+    capture = OutputCapture("stdout", cap, page, ListLog())
+    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    capture.finish(finished(stdoutSize=len(blob)))
+    cut = len(blob) > cap
+    # The last ``cap`` bytes, less the end of a character the cap cut at the front.
+    expected = blob[-cap:].decode("utf-8", errors="ignore") if cut else blob.decode()
+    assert capture.result() == (expected, cut)

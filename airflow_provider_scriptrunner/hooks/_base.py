@@ -53,7 +53,13 @@ class _ScriptRunnerHookBase(BaseHook):
         return (self._retries_override if self._retries_override is not None else settings.retries) + 1
 
     def _retrying(self, settings: ConnectionSettings, endpoint: Endpoint, kind: type) -> Any:
-        return transport.retrying(self._attempts(settings), endpoint, kind, self._log_retry)
+        # One retry controller per endpoint and hook, used again for every request (tenacity's are
+        # reusable): building one per request cost CPU and left reference cycles to the collector.
+        key = (endpoint, kind, self._attempts(settings))
+        cache = self.__dict__.setdefault("_retrying_cache", {})
+        if key not in cache:
+            cache[key] = transport.retrying(key[2], endpoint, kind, self._log_retry)
+        return cache[key]
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -14,6 +14,7 @@ importable from here too, as before.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,20 @@ from airflow_provider_scriptrunner.constants import (
 from airflow_provider_scriptrunner.exceptions import (
     ScriptRunnerApiError,
     ScriptRunnerConnectionError,
+    ScriptRunnerResponseError,
 )
 from airflow_provider_scriptrunner.hooks._async import ScriptRunnerAsyncHook
 from airflow_provider_scriptrunner.hooks._base import _ScriptRunnerHookBase, job_from
-from airflow_provider_scriptrunner.log_paging import LogCursor, exact_chunk, log_page, log_params
+from airflow_provider_scriptrunner.log_paging import (
+    LogCursor,
+    PageTextReader,
+    end_cut,
+    exact_chunk,
+    log_page,
+    log_params,
+    utf8_size,
+)
+from airflow_provider_scriptrunner.models import LogChunk, LogPage, ScriptRunnerJob
 from airflow_provider_scriptrunner.settings import (
     USER_AGENT,
     ConnectionSettings,
@@ -64,9 +75,7 @@ from airflow_provider_scriptrunner.validation import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
-
-    from airflow_provider_scriptrunner.models import LogChunk, LogPage, ScriptRunnerJob
+    from collections.abc import Callable, Iterator, Sequence
 
 
 __all__ = [
@@ -100,6 +109,10 @@ __all__ = [
     "validate_script_id",
     "validate_stream",
 ]
+
+
+#: Bytes read off the socket at a time while :meth:`ScriptRunnerHook.copy_log` decodes a page.
+STREAM_READ_BYTES = 4096
 
 
 class ScriptRunnerHook(_ScriptRunnerHookBase):
@@ -145,6 +158,10 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
     def get_conn(self) -> requests.Session:
         return self.session
 
+    def get_job_url(self, job_id: str) -> str:
+        """URL of a job on the server (for links), from the settings the hook already resolved."""
+        return self._url(self.settings, JOB, job_id)
+
     def close(self) -> None:
         if "session" in self.__dict__:
             self.session.close()
@@ -187,7 +204,7 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
     def _send(
         self, endpoint: Endpoint, url: str, params: Any, json_body: Any, timeout: Any
     ) -> tuple[int, dict[str, Any]]:
-        try:
+        with self._mapped_errors(url, timeout):
             response = self.session.request(
                 endpoint.method,
                 url,
@@ -200,6 +217,13 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
             del (
                 response
             )  # free the raw body: a log page is then in memory twice (text, parsed), not three times
+        return status, parse_response(status, text, method=endpoint.method, url=url)
+
+    @contextmanager
+    def _mapped_errors(self, url: str, timeout: Any) -> Iterator[None]:
+        """requests' failures, while sending or while reading the body, as the provider's errors."""
+        try:
+            yield
         except requests.exceptions.SSLError as err:
             raise transport.tls_failure(url, transport.root_message(err)) from None
         except requests.exceptions.ConnectTimeout:
@@ -217,7 +241,6 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
             raise ScriptRunnerConnectionError(
                 url, f"response broken off ({transport.root_message(err)})", may_have_reached_server=True
             ) from None
-        return status, parse_response(status, text, method=endpoint.method, url=url)
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -306,6 +329,79 @@ class ScriptRunnerHook(_ScriptRunnerHookBase):
             if chunk is not None:
                 yield chunk
             del chunk  # do not hold the previous page while the next one is fetched
+
+    def copy_log(
+        self,
+        job_id: str,
+        write: Callable[[str], object],
+        stream: str = "stdout",
+        offset: int = 0,
+        *,
+        page_size: int = MAX_LOG_PAGE_BYTES,
+        max_bytes: int | None = None,
+        stream_complete: bool = True,
+    ) -> Iterator[LogChunk]:
+        """
+        Pass a log stream from ``offset`` to ``write`` as it arrives, without ever holding a page whole.
+
+        The same requests and the same exact text as :meth:`iter_log` (``write`` receives, in
+        pieces, what its chunks' texts would hold), but each page's body is decoded as it comes off
+        the socket, :data:`STREAM_READ_BYTES` at a time: memory is a few KiB whatever the page size.
+        After each page this yields a :class:`LogChunk` with an empty ``text`` and the page's offsets
+        (``next_offset`` is where to resume). A page cut off while it is read is read again and only
+        the rest of it is written.
+        """
+        cursor = LogCursor(offset, page_size, max_bytes, stream_complete)
+        while not cursor.done:
+            chunk = self._copy_page(job_id, stream, cursor, write)
+            if chunk is not None:
+                yield chunk
+
+    def _copy_page(
+        self, job_id: str, stream: str, cursor: LogCursor, write: Callable[[str], object]
+    ) -> LogChunk | None:
+        params = log_params(stream, cursor.offset, cursor.next_limit())
+        url = self._url(self.settings, LOGS, job_id)
+        timeout = self.settings.timeout
+        written = [0, 0]  # characters and UTF-8 bytes handed to write, over all attempts
+
+        def hand(text: str) -> None:
+            written[0] += len(text)
+            written[1] += utf8_size(text)
+            write(text)
+
+        for attempt in self._retrying(self.settings, LOGS, tenacity.Retrying):
+            with attempt:
+                reader = PageTextReader(skip=written[0])  # a retry writes only the rest of the page
+                with self._mapped_errors(url, timeout):
+                    response = self.session.request(
+                        "GET", url, params=params, timeout=timeout, verify=self.settings.verify, stream=True
+                    )
+                    with response:
+                        status = response.status_code
+                        if status != 200:
+                            data = parse_response(status, response.text, method="GET", url=url)
+                        else:
+                            try:
+                                for raw in response.iter_content(STREAM_READ_BYTES):
+                                    for piece in reader.feed(raw):
+                                        hand(piece)
+                                fields = reader.fields()
+                            except ValueError as err:  # not the JSON the API promises
+                                raise ScriptRunnerResponseError(
+                                    status, f"malformed response: {err}", method="GET", url=url
+                                ) from None
+                            data = parse_response(status, fields, method="GET", url=url)
+        page = log_page(data, status, job_id)
+        rest, last = reader.finish(page.data)
+        for piece in rest:
+            hand(piece)
+        cut = end_cut(page, written[1], stream_complete=cursor.stream_complete) if last == "\ufffd" else 0
+        if last and not cut:
+            hand(last)
+        if not cursor.advance(page, page.next_offset - cut):
+            return None
+        return LogChunk("", page.offset, page.next_offset - cut, page.total_size, page.truncated)
 
     def clone(self, *, retries: int | None = None) -> ScriptRunnerHook:
         """A hook on the same, already resolved connection with its own session (for ``on_kill``)."""

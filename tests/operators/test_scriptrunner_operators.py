@@ -216,11 +216,23 @@ def test_abnormal_endings_fail_with_their_reason(conn, requests_mock, state, mat
 
 
 def test_polling_starts_fast_and_grows_to_poll_interval(conn, requests_mock, no_sleep):
-    mock_run(requests_mock, [{"status": "queued"}] * 8 + [{"status": "succeeded"}])
+    mock_run(requests_mock, [{"status": "queued"}] * 20 + [{"status": "succeeded"}])
     run_op(poll_interval=1.5).execute(make_context())
-    assert no_sleep[0] <= 0.1
+    assert no_sleep[0] <= 0.01
     assert no_sleep == sorted(no_sleep)
     assert max(no_sleep) == 1.5
+
+
+def test_a_minute_long_job_stays_within_the_request_budget(conn, requests_mock, no_sleep):
+    # The job ends once the operator has waited 60 s in all; every request is counted.
+    mock_run(requests_mock, [{"status": "running"}])
+    requests_mock.get(
+        JOB_URL,
+        json=lambda request, context: job_body(JOB, "succeeded" if sum(no_sleep) >= 60 else "running"),
+    )
+    run_op().execute(make_context())
+    assert sum(no_sleep) >= 60
+    assert len(requests_mock.request_history) <= 30  # submit, polls, no log read: output is empty
 
 
 def test_logs_are_only_fetched_when_the_job_reports_new_output(conn, requests_mock):
@@ -241,6 +253,27 @@ def test_final_log_read_only_for_streams_with_unread_output(conn, requests_mock)
     # Read once while running (all 6 bytes were there by then), not again at the end; stderr stayed empty.
     assert streams == ["stdout"]
     assert result["stdout"] == "ab\ncd\n"
+
+
+def test_a_finished_job_whose_preview_is_all_of_it_needs_no_log_read(conn, requests_mock, task_log):
+    stdout, stderr = "héllo\nworld\n".encode(), b"warn\n"
+    mock_run(requests_mock, [{"status": "succeeded"}], stdout=stdout, stderr=stderr)
+    from_logs = run_op().execute(make_context())
+    assert [r for r in requests_mock.request_history if r.path.endswith("/logs")]  # no previews: read
+
+    requests_mock.reset_mock()
+    previews = {"stdoutPreview": stdout.decode(), "stderrPreview": stderr.decode()}
+    mock_run(
+        requests_mock,
+        [{"status": "running"}, {"status": "succeeded", **previews}],
+        stdout=stdout,
+        stderr=stderr,
+    )
+    from_previews = run_op().execute(make_context())
+
+    assert from_previews == from_logs
+    assert [r for r in requests_mock.request_history if r.path.endswith("/logs")] == []
+    assert task_log.text.count("[stdout] héllo") == 2 and task_log.text.count("[stderr] warn") == 2
 
 
 def test_output_is_capped_in_the_return_value_but_fully_logged(conn, requests_mock, task_log):
