@@ -50,6 +50,12 @@ SCRIPTS: dict[str, dict[str, Any]] = {
         "body": '#!/bin/sh\necho "$$" > "$1.pid"\necho run >> "$1.count"\nsleep "${2:-0}"\n'
         'echo "done run $(wc -l < "$1.count" | tr -d " ")"\n'
     },
+    # Like count, but says it started before working: its log is read while it runs (a job that
+    # writes only at its end is read from its preview, without a log request).
+    "chatty_count": {
+        "body": '#!/bin/sh\necho "$$" > "$1.pid"\necho run >> "$1.count"\necho started\nsleep "${2:-0}"\n'
+        'echo "done run $(wc -l < "$1.count" | tr -d " ")"\n'
+    },
     # Works until stopped (at most 30 s), printing ticks.
     "long": {
         "body": '#!/bin/sh\necho "$$" > "$1.pid"\necho run >> "$1.count"\ni=0\n'

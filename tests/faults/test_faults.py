@@ -290,13 +290,13 @@ def test_bursts_and_drops_while_polling_still_give_the_right_result(rig, leak, t
             for kind, params in LOG_FAULTS:
                 rig.proxy.inject(kind, method="GET", path=LOGS_PATH, **params)
             op = run_op(
-                script_id="count", args=[str(marker), "1.5"], deferrable=deferrable, poll_interval=0.05
+                script_id="chatty_count", args=[str(marker), "1.5"], deferrable=deferrable, poll_interval=0.05
             )
             result = run_deferred(op, make_context(FakeStore()))
             assert (result["status"], result["exit_code"], result["stdout"]) == (
                 "succeeded",
                 0,
-                "done run 1\n",
+                "started\ndone run 1\n",
             )
             assert rig.proxy.pending() == 0, rig.proxy.events  # every fault was served
             run.duplicates = rig.proxy.count("POST", "/run", forwarded=True) - forwarded - 1
