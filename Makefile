@@ -41,9 +41,10 @@ test: test-33 test-31 e2e-31
 test-33: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) --cov --cov-report=term tests
 
-# On 3.1: unit, integration and example tests (the e2e, fault and server-contract suites run on 3.3).
+# On 3.1: unit, integration and example tests (the e2e, fault, server-contract and benchmark smoke
+# suites run on 3.3).
 test-31: venv31
-	$(VENV31)/bin/python -m pytest $(PYTEST_FLAGS) tests --ignore=tests/e2e --ignore=tests/e2e_distributed --ignore=tests/faults --ignore=tests/testing
+	$(VENV31)/bin/python -m pytest $(PYTEST_FLAGS) tests --ignore=tests/e2e --ignore=tests/e2e_distributed --ignore=tests/faults --ignore=tests/testing --ignore=tests/bench_smoke
 
 ## The static gates, in seconds: ruff (lint + format) and mypy over the package. CI runs it first.
 lint: venv

@@ -103,10 +103,12 @@ def bundled_server(
 
 
 class FakeTI:
-    """Just enough of a task instance for ``execute`` (as in the operator tests)."""
+    """Just enough of a task instance for ``execute`` (as in the operator tests): the first try."""
 
     def __init__(self) -> None:
         self.xcom: dict[str, Any] = {}
+        self.try_number = 1
+        self.start_date = None  # the deadline then counts from execute()
 
     def xcom_push(self, key: str, value: Any) -> None:
         json.dumps(value)

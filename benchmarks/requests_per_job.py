@@ -85,7 +85,7 @@ def _deferred_mode(conn_id: str) -> dict[str, Any]:
                 return event
             raise AssertionError("the trigger ended without an event")
 
-        event = asyncio.run(asyncio.wait_for(first_event(), JOB_SECONDS * 3))
+        event = asyncio.run(asyncio.wait_for(first_event(), JOB_SECONDS + 60))
         return getattr(op, deferred.method_name)(context, event.payload)
     raise AssertionError("the operator did not defer")
 
