@@ -47,8 +47,8 @@ How each row is measured (details in each module's docstring, `benchmarks/*.py`)
   `requests.post(url + "/run", json={"scriptId": ..., "mode": "sync"})`, then a `requests.get` of
   `/jobs/{id}/logs` for each stream the job reports non-empty (for reference: the POST alone).
 - Trigger fan-in: 1,000, 5,000 and 10,000 triggers (poll_interval 10 s) per child process, ours on
-  each client library of the async hook (the shared aiohttp session, the default, and a shared httpx
-  client), HttpSensorTrigger at 1,000 (twice, interleaved with ours); starts spread over the first
+  each client library of the async hook (the shared aiohttp session, the default, at every size; a
+  shared httpx client at 1,000 and 5,000), HttpSensorTrigger at 1,000 (twice, interleaved with ours); starts spread over the first
   poll interval, jobs ending evenly between 23 and 30 s; CPU per poll, CPU/wall, the mock server's
   CPU and memory (RSS above the child's RSS before the first trigger, per trigger) measured while
   all of them are live (process CPU time; polls counted by the server); latency = event time - job
