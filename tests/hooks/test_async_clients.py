@@ -170,6 +170,36 @@ async def test_concurrent_first_requests_create_one_client(set_connection, backe
 # -- the same requests and errors on either library ----------------------------------------------
 
 
+class SlowServer(LoopbackServer):
+    """Answers each new connection's first request 0.1 s late; counts the connections open at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = self.most_open = 0
+
+    async def _handle(self, reader, writer) -> None:
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await asyncio.sleep(0.1)
+            await super()._handle(reader, writer)
+        finally:
+            self.open -= 1
+
+
+@pytest.mark.asyncio
+async def test_the_shared_pool_bounds_connections_to_the_server(set_connection, backend, monkeypatch):
+    monkeypatch.setattr(async_clients, "ASYNC_POOL_CONNECTIONS", 3)
+    async with SlowServer() as server:
+        point_at(set_connection, server)
+        hooks = [ScriptRunnerAsyncHook() for _ in range(20)]
+        results = await asyncio.gather(*(hook.health() for hook in hooks))
+        for hook in hooks:
+            await hook.close()
+    assert len(results) == 20 and len(server.requests) == 20  # every request answered, none retried
+    assert server.most_open == server.connections == 3  # 20 triggers' requests over 3 connections
+
+
 @pytest.mark.asyncio
 async def test_request_line_and_headers(set_connection, backend):
     page = {
