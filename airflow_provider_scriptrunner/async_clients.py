@@ -201,11 +201,7 @@ async def send_aiohttp(
     except aio.ClientSSLError as err:
         raise transport.tls_failure(url, str(err)) from None
     except aio.ClientConnectorError as err:
-        raise (
-            transport.tls_failure(url, str(err))
-            if transport.has_ssl_cause(err)
-            else transport.unreachable(url)
-        ) from None
+        raise transport.connect_failure(url, err) from None
     except aio.ClientError as err:
         raise transport.broken(url, f"{type(err).__name__}: {err}") from None
 
@@ -221,11 +217,7 @@ async def send_httpx(
     except httpx.TimeoutException:
         raise transport.no_response(url, timeout) from None
     except httpx.ConnectError as err:
-        raise (
-            transport.tls_failure(url, str(err))
-            if transport.has_ssl_cause(err)
-            else transport.unreachable(url)
-        ) from None
+        raise transport.connect_failure(url, err) from None
     except httpx.TransportError as err:
         raise transport.broken(url, f"{type(err).__name__}: {err}") from None
     return response.status_code, response.text

@@ -188,6 +188,11 @@ def tls_failure(url: str, detail: str) -> ScriptRunnerTLSError:
     )
 
 
+def connect_failure(url: str, err: BaseException) -> ScriptRunnerConnectionError:
+    """A connection that could not be made: a TLS failure when SSL caused it, else unreachable."""
+    return tls_failure(url, str(err)) if has_ssl_cause(err) else unreachable(url)
+
+
 def connect_timeout(url: str, timeout: Any) -> ScriptRunnerTimeoutError:
     reason = f"connect timed out after {timeout_text(timeout)}: is the host reachable?"
     return ScriptRunnerTimeoutError(url, reason, may_have_reached_server=False)
