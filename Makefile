@@ -46,15 +46,17 @@ test-33: venv
 test-31: venv31
 	$(VENV31)/bin/python -m pytest $(PYTEST_FLAGS) tests --ignore=tests/e2e --ignore=tests/e2e_distributed --ignore=tests/faults --ignore=tests/testing --ignore=tests/bench_smoke
 
-## The static gates, in seconds: ruff (lint + format) and mypy over the package. CI runs it first.
+## The static gates, in seconds: ruff (lint + format), mypy and the layering contracts (import-linter,
+## [tool.importlinter] in pyproject.toml) over the package. CI runs it first.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 ## Fast feedback while developing: unit tests only (no servers).
 unit: venv
-	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/hooks tests/operators tests/sensors tests/triggers tests/test_*.py
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/hooks tests/operators tests/sensors tests/triggers tests/task tests/test_*.py
 
 ## Real Airflow (scheduler, dag-processor, triggerer, api-server on SQLite) + the bundled server,
 ## and the UI in headless Chromium; one shared deployment, a few minutes. `browser`: the UI test only.

@@ -55,8 +55,9 @@ How each row is measured (details in each module's docstring, `benchmarks/*.py`)
   end. The "HTTP client alone" row times 2,000 GETs per client, 50 in flight, in a child.
 - Log retrieval: 1 MiB of 80-character lines; `ScriptRunnerHook.iter_log` (default page size) vs one
   `requests.get(.../logs?limit=1048576)`; memory: tracemalloc peak above the starting point while
-  `OutputCapture.pump` (the run operator's log streaming, default 64 KiB pages and
-  max_output_bytes, the kept end of the output included) writes the 1 MiB into the task log.
+  `StreamFollower.pump` (the run operator's log streaming, default 64 KiB pages and
+  max_output_bytes, the kept end of the output included) writes the 1 MiB into the task log; the
+  target is a bound that does not grow with the output: 4 pages plus max_output_bytes.
 - Requests per job: a real 60 s job per mode, both at once, counted from each server's request log;
   the 0.1 s script is timed from `execute()` to its return (submit and final log reads included).
 - Rows marked "(before)" run the code as it was before the benchmarks' fixes, side by side.

@@ -237,9 +237,9 @@ async def _trial(options: argparse.Namespace, rss_before: int) -> dict[str, Any]
 
     await asyncio.gather(monitor(), loop_lag(), *(follow(i) for i in range(count)))
     if kind == SCRIPTRUNNER:
-        from airflow_provider_scriptrunner import async_clients
+        from airflow_provider_scriptrunner.client.backends import pool
 
-        window["clients_left"] = async_clients.shared_count()
+        window["clients_left"] = pool.shared_count()
     wall = window["wall_b"] - window["wall_a"]
     return {
         "lags": lags,

@@ -71,7 +71,7 @@ def shoot_connection_form(page: Any) -> None:
     The fields are left empty so that their placeholders (the provider's examples) show. The form
     opens one section at a time; the Extra Fields section shows as a closed heading.
     """
-    from airflow_provider_scriptrunner import UI_FIELD_BEHAVIOUR
+    from airflow_provider_scriptrunner.client.conn_fields import UI_FIELD_BEHAVIOUR
 
     page.set_viewport_size({"width": 1400, "height": 1300})  # the whole dialog, unscrolled
     page.get_by_role("button", name="Add Connection").click()

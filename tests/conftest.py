@@ -12,7 +12,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 import pytest
 import tenacity
 
-from airflow_provider_scriptrunner import transport
+from airflow_provider_scriptrunner.client import api
 from airflow_provider_scriptrunner.testing.server import TERMINAL_STATUSES, Job
 
 BASE_URL = "http://sr.test:8080"
@@ -40,7 +40,7 @@ def conn(set_connection):
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch):
     """Keep the real retry rules but drop the backoff sleeps."""
-    monkeypatch.setattr(transport, "RETRY_WAIT", tenacity.wait_none())
+    monkeypatch.setattr(api, "RETRY_WAIT", tenacity.wait_none())
 
 
 #: Deterministic mixed ASCII / multi-byte UTF-8 text. Kept as source so that a script run by the

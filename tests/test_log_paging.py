@@ -1,199 +1,144 @@
-"""PageTextReader: a log page's JSON body decoded as it arrives, in any slices, to the exact text."""
+"""Log paging: the server's byte pages turned into exact text (exact_chunk), and the walk over a stream (LogCursor)."""
 
 from __future__ import annotations
 
-import io
-import json
-import random
-
 import pytest
-import urllib3
 
-from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
-from airflow_provider_scriptrunner.log_paging import PageTextReader
-from tests.conftest import BASE_URL, log_page, log_page_callback, mixed_text
+from airflow_provider_scriptrunner.client.models import LogChunk, LogPage
+from airflow_provider_scriptrunner.client.paging import LogCursor, exact_chunk, utf8_size
 
-FIELDS = {"ok": True, "jobId": "j", "stream": "stdout", "offset": 0, "nextOffset": 5, "totalSize": 9}
-#: What makes slicing hard: escapes, surrogate pairs, multi-byte UTF-8, quotes, control characters.
-HARD = ["a", '"', "\\", "\\u", "\n", "\t", "\x01", "é", "中", "😀", "𝄞", "\ufffd", "/", " ", "ok"]
+EURO = "€".encode()  # 3 bytes: E2 82 AC
 
 
-def hard_text(rng: random.Random, length: int) -> str:
-    return "".join(rng.choice(HARD) for _ in range(length))
-
-
-def body(data: str, *, order: str = "last", ensure_ascii: bool = True, indent: int | None = None) -> bytes:
-    fields = dict(FIELDS)
-    if order == "first":
-        fields = {"data": data, **fields}
-    elif order == "middle":
-        fields = {"ok": True, "jobId": "j", "data": data, "stream": "stdout", "offset": 0, "nextOffset": 5, "totalSize": 9}  # fmt: skip
-    else:
-        fields["data"] = data
-    return json.dumps(fields, ensure_ascii=ensure_ascii, indent=indent).encode()
-
-
-def read(raw: bytes, sizes: list[int], skip: int = 0) -> tuple[str, str, dict]:
-    """Feed ``raw`` in slices of the given sizes (cycled); return (handed out, held back, other fields)."""
-    reader = PageTextReader(skip=skip)
-    handed, position, index = [], 0, 0
-    while position < len(raw):
-        size = sizes[index % len(sizes)]
-        handed += reader.feed(raw[position : position + size])
-        position, index = position + size, index + 1
-    fields = json.loads(reader.fields())
-    rest, held = reader.finish(fields["data"])
-    return "".join(handed + rest), held, fields
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_any_slicing_gives_the_exact_text(seed):
-    rng = random.Random(seed)
-    text = hard_text(rng, rng.randint(1, 400))
-    raw = body(
-        text,
-        order=rng.choice(["first", "middle", "last"]),
-        ensure_ascii=seed % 2 == 0,
-        indent=rng.choice([None, 2]),
+def page(
+    blob: bytes, offset: int, limit: int, *, total: int | None = None, truncated: bool = False
+) -> LogPage:
+    """A page of ``blob`` as script-runner serves it: the byte range decoded on its own (U+FFFD where it cuts)."""
+    end = min(len(blob), offset + limit)
+    return LogPage(
+        job_id="j",
+        stream="stdout",
+        offset=offset,
+        next_offset=end,
+        total_size=len(blob) if total is None else total,
+        truncated=truncated,
+        data=blob[offset:end].decode("utf-8", "replace"),
     )
-    sizes = [rng.randint(1, 13) for _ in range(7)] if seed % 3 else [rng.randint(1, 4000)]
-    handed, held, fields = read(raw, sizes)
-    assert handed + held == text
-    assert held == text[-1]
-    assert fields["data"] == "" and {k: fields[k] for k in FIELDS} == FIELDS
-
-
-def test_every_cut_of_a_pair_an_escape_and_a_character():
-    text = 'x😀\\"é\n中\u00e9\\u0041'
-    for ensure_ascii in (True, False):
-        raw = body(text, ensure_ascii=ensure_ascii)
-        for cut in range(1, len(raw)):
-            reader = PageTextReader()
-            pieces = reader.feed(raw[:cut]) + reader.feed(raw[cut:])
-            rest, held = reader.finish(json.loads(reader.fields())["data"])
-            assert "".join(pieces + rest) + held == text, (ensure_ascii, cut)
-
-
-def test_skip_hands_out_only_the_rest():
-    text = "0123456789é😀"
-    handed, held, _ = read(body(text), [3], skip=4)
-    assert handed + held == text[4:]
-    handed, held, _ = read(body("ab"), [1], skip=5)  # skipping past the end hands out nothing
-    assert (handed, held) == ("", "")
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("text", "size"),
+    [("", 0), ("plain ascii", 11), ("é", 2), ("中", 3), ("😀", 4), ("a€😀", 8), ("\ud800", 3)],
+)
+def test_utf8_size(text, size):
+    assert utf8_size(text) == size
+
+
+# -- exact_chunk ---------------------------------------------------------------------------------
+
+
+def test_a_page_that_cuts_a_character_ends_before_it():
+    blob = b"ab" + EURO  # 5 bytes; a 4-byte page holds 2 of the euro sign's 3
+    assert page(blob, 0, 4).data == "ab\ufffd"
+    assert exact_chunk(page(blob, 0, 4), stream_complete=True) == LogChunk("ab", 0, 2, 5, False)
+
+
+@pytest.mark.parametrize("kept", [1, 2, 3])
+def test_every_cut_of_a_four_byte_character_is_undone(kept):
+    blob = b"xy" + "😀".encode() + b"z"  # 7 bytes; the page holds ``kept`` of the emoji's 4
+    assert exact_chunk(page(blob, 0, 2 + kept), stream_complete=True) == LogChunk("xy", 0, 2, 7, False)
+
+
+def test_the_next_page_starts_on_the_character_and_the_pieces_glue():
+    blob = b"ab" + EURO + b"cd"
+    first = exact_chunk(page(blob, 0, 4), stream_complete=True)
+    second = exact_chunk(page(blob, first.next_offset, 5), stream_complete=True)
+    assert (first.text, second.text) == ("ab", "€cd")
+    assert (second.offset, second.next_offset) == (2, 7)
+    assert (first.text + second.text).encode() == blob
+
+
+def test_the_end_of_a_finished_stream_is_kept_as_the_server_has_it():
+    # A stream that ends inside a character (the server truncated it, or the script was killed):
+    # there is no next page to complete it, so its U+FFFD is the truth.
+    blob = b"ab" + EURO[:2]
+    assert exact_chunk(page(blob, 0, 4), stream_complete=True) == LogChunk("ab\ufffd", 0, 4, 4, False)
+
+
+def test_the_end_of_a_running_stream_holds_back_a_cut_character():
+    # The script has written two of the euro sign's bytes so far; the third may come.
+    blob = b"ab" + EURO[:2]
+    assert exact_chunk(page(blob, 0, 4), stream_complete=False) == LogChunk("ab", 0, 2, 4, False)
+
+
+def test_a_page_without_a_cut_is_returned_whole():
+    blob = b"ab" + EURO + b"c"
+    assert exact_chunk(page(blob, 0, 5), stream_complete=False) == LogChunk("ab€", 0, 5, 6, False)
+    assert exact_chunk(page(b"", 0, 4), stream_complete=True) == LogChunk("", 0, 0, 0, False)
+
+
+def test_invalid_bytes_that_are_not_a_cut_stay_as_the_server_decodes_them():
+    # Two invalid bytes make two U+FFFD: more than the one a cut character leaves, so nothing moves.
+    blob = b"ok\xff\xfe" + b"tail"
+    assert exact_chunk(page(blob, 0, 4), stream_complete=True) == LogChunk("ok\ufffd\ufffd", 0, 4, 8, False)
+
+
+def test_truncation_is_carried_over():
+    chunk = exact_chunk(page(b"abc", 0, 4, truncated=True), stream_complete=True)
+    assert chunk.truncated is True and chunk.text == "abc"
+
+
+# -- LogCursor ------------------------------------------------------------------------------------
+
+
+def walk(blob: bytes, cursor: LogCursor) -> tuple[list[LogChunk], list[tuple[int, int]]]:
+    """Drive ``cursor`` over ``blob`` as a hook does; returns the chunks and each request's (offset, limit)."""
+    chunks, requests = [], []
+    while not cursor.done:
+        requests.append((cursor.offset, cursor.next_limit()))
+        chunk = cursor.accept(page(blob, cursor.offset, cursor.next_limit()))
+        if chunk is not None:
+            chunks.append(chunk)
+    return chunks, requests
+
+
+def test_the_cursor_walks_a_stream_page_by_page_on_character_boundaries():
+    blob = b"ab" + EURO + b"cd" + EURO  # 10 bytes
+    chunks, requests = walk(blob, LogCursor(0, 4, None, stream_complete=True))
+    assert [c.text for c in chunks] == ["ab", "€c", "d€"]
+    assert [(c.offset, c.next_offset) for c in chunks] == [(0, 2), (2, 6), (6, 10)]
+    assert requests == [(0, 4), (2, 4), (6, 4)]  # no request after the page that reached the end
+
+
+def test_the_cursor_starts_at_an_offset_and_stops_after_max_bytes():
+    blob = b"0123456789"
+    chunks, requests = walk(blob, LogCursor(3, 4, 5, stream_complete=True))
+    assert [c.text for c in chunks] == ["3456", "7"]
+    assert requests == [(3, 4), (7, 1)]  # the last request asks only for what is left of max_bytes
+
+
+def test_max_bytes_zero_reads_nothing():
+    cursor = LogCursor(0, 4, 0, stream_complete=True)
+    assert cursor.done
+
+
+def test_a_page_with_nothing_new_ends_the_walk():
+    # A running job whose stream ends with a cut character: the cursor stops before it, to resume there.
+    blob = b"ab" + EURO[:2]
+    cursor = LogCursor(2, 4, None, stream_complete=False)
+    assert cursor.accept(page(blob, 2, 4)) is None
+    assert cursor.done and cursor.offset == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
     [
-        b'{"jobId": "data", "data": "top"}',  # a value that spells "data" is not the key
-        b'{"nested": {"data": "no"}, "data": "top"}',
-        b'{"list": ["data", {"data": 1}], "data": "top"}',
-        b'{"data" : \n "top" , "database": "x"}',
+        ((-1, 4, None), "offset must be a byte offset >= 0, got -1"),
+        ((0, 3, None), "page_size must be a number of bytes between 4 and 1048576, got 3"),
+        ((0, 2_000_000, None), "page_size must be a number of bytes between 4 and 1048576, got 2000000"),
+        ((0, 4, -1), "max_bytes must be a number of bytes >= 0, got -1"),
     ],
 )
-def test_only_the_top_level_data_is_read_in_pieces(raw):
-    handed, held, fields = read(raw, [2])
-    assert handed + held == "top"
-    assert fields["data"] == ""
-
-
-def test_a_body_of_another_shape_is_handed_out_at_the_end():
-    # An escaped key is not recognised while reading: the parsed field is handed out instead.
-    handed, held, fields = read(b'{"d\\u0061ta": "whole", "ok": true}', [5])
-    assert (handed + held, fields["data"]) == ("whole", "whole")
-
-
-def test_a_body_cut_inside_its_data_is_malformed():
-    reader = PageTextReader()
-    reader.feed(body("abc")[:-5])
-    with pytest.raises(ValueError):
-        reader.fields()
-    with pytest.raises(ValueError):
-        PageTextReader().feed(b'{"data": "bad \\x escape"}')
-
-
-# -- the sync hook's copy_log ----------------------------------------------------------------------
-
-
-def copy(hook: ScriptRunnerHook, **kwargs) -> tuple[str, list[tuple[int, int, int]]]:
-    pieces: list[str] = []
-    ends = [(c.offset, c.next_offset, c.total_size) for c in hook.copy_log("j", pieces.append, **kwargs)]
-    return "".join(pieces), ends
-
-
-@pytest.mark.parametrize("page_size", [4, 7, 1000, 1048576])
-def test_copy_log_writes_what_iter_log_yields(conn, requests_mock, page_size):
-    blob = mixed_text(20_000)
-    requests_mock.get(f"{BASE_URL}/jobs/j/logs", json=log_page_callback({"stdout": blob}))
-    chunks = list(ScriptRunnerHook().iter_log("j", page_size=page_size))
-    text, ends = copy(ScriptRunnerHook(), page_size=page_size)
-    assert text.encode() == blob
-    assert ends == [(c.offset, c.next_offset, c.total_size) for c in chunks]
-
-
-def test_copy_log_holds_back_a_character_cut_at_the_end_of_a_running_stream(conn, requests_mock):
-    blob = "ab€".encode()[:-1]  # the job is still writing the euro sign
-    requests_mock.get(f"{BASE_URL}/jobs/j/logs", json=log_page_callback({"stdout": blob}))
-    text, ends = copy(ScriptRunnerHook(), stream_complete=False)
-    assert (text, ends) == ("ab", [(0, 2, 4)])
-    text, _ = copy(
-        ScriptRunnerHook(), stream_complete=True
-    )  # a finished stream keeps it as the server has it
-    assert text == "ab\ufffd"
-
-
-class CutBody(io.RawIOBase):
-    """A response body that breaks off after ``cut`` bytes, as a dropped connection does."""
-
-    def __init__(self, data: bytes, cut: int) -> None:
-        self.data, self.cut, self.position = data, cut, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self.position >= self.cut:
-            raise urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead")
-        size = min(len(buffer), self.cut - self.position)
-        buffer[:size] = self.data[self.position : self.position + size]
-        self.position += size
-        return size
-
-
-def test_a_page_cut_off_while_read_is_read_again_and_written_once(conn, requests_mock):
-    blob = mixed_text(50_000)
-    page = json.dumps(log_page({"stdout": blob}, "stdout", 0, 65536, "j")).encode()
-    requests_mock.get(
-        f"{BASE_URL}/jobs/j/logs",
-        [{"body": CutBody(page, 30_000), "status_code": 200}, {"body": io.BytesIO(page), "status_code": 200}],
-    )
-    text, ends = copy(ScriptRunnerHook(), page_size=65536)
-    assert text.encode() == blob
-    assert ends == [(0, len(blob), len(blob))]
-    assert len(requests_mock.request_history) == 2
-
-
-def test_a_page_that_is_not_json_fails_like_any_bad_answer(conn, requests_mock):
-    from airflow_provider_scriptrunner.exceptions import ScriptRunnerResponseError
-
-    requests_mock.get(f"{BASE_URL}/jobs/j/logs", text='{"ok": true, "data": "bad \\x escape", "offset": 0}')
-    with pytest.raises(ScriptRunnerResponseError, match="malformed response") as info:
-        copy(ScriptRunnerHook())
-    assert info.value.status_code == 200 and len(requests_mock.request_history) == 1  # not retried
-
-
-def test_copy_log_retries_a_transient_answer_and_maps_errors(conn, requests_mock):
-    from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobNotFoundError
-
-    blob = b"one\ntwo\n"
-    page = log_page({"stdout": blob}, "stdout", 0, 65536, "j")
-    requests_mock.get(
-        f"{BASE_URL}/jobs/j/logs", [{"status_code": 503, "text": "<html>busy</html>"}, {"json": page}]
-    )
-    assert copy(ScriptRunnerHook()) == ("one\ntwo\n", [(0, 8, 8)])
-    assert len(requests_mock.request_history) == 2
-
-    gone = {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found: j"}}
-    requests_mock.get(f"{BASE_URL}/jobs/j/logs", status_code=404, json=gone)
-    with pytest.raises(ScriptRunnerJobNotFoundError):
-        copy(ScriptRunnerHook())
+def test_the_cursor_checks_its_arguments(arguments, match):
+    with pytest.raises(ValueError, match=match):
+        LogCursor(*arguments, stream_complete=True)

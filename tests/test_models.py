@@ -1,4 +1,4 @@
-"""Job model and status enum."""
+"""The client's models: job status, job (and its streams), log page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from airflow_provider_scriptrunner.models import JobStatus, LogPage, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.models import JobStatus, LogPage, ScriptRunnerJob, StreamView
 from tests.conftest import job_body
 
 
@@ -68,6 +68,18 @@ def test_from_api_reads_every_field():
         "extraField": 1,
     }
     assert not job.was_killed_or_lost
+
+
+def test_stream_views_of_a_job():
+    job = ScriptRunnerJob.from_api(
+        job_body(
+            stdoutSize=12, stderrSize=5, stderrTruncated=True, stdoutPreview="out\n", stderrPreview="err\n"
+        )
+    )
+    assert job.stream("stdout") == StreamView("stdout", 12, False, "out\n")
+    assert job.stream("stderr") == StreamView("stderr", 5, True, "err\n")
+    with pytest.raises(ValueError, match="stream must be 'stdout' or 'stderr', got 'both'"):
+        job.stream("both")
 
 
 def test_killed_or_lost():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from airflow_provider_scriptrunner import CONN_FIELDS, PACKAGE_NAME, get_provider_info
+from airflow_provider_scriptrunner import PACKAGE_NAME, get_provider_info
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
 
 AIRFLOW_VERSION = tuple(int(p) for p in importlib.metadata.version("apache-airflow").split(".")[:2])
@@ -25,6 +25,29 @@ def test_entry_point_points_at_get_provider_info():
     assert len(eps) == 1
     assert eps[0].load() is get_provider_info
     assert eps[0].dist.name == PACKAGE_NAME
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "airflow_provider_scriptrunner.client.errors",
+        "airflow_provider_scriptrunner.client.api",
+        "airflow_provider_scriptrunner.hooks.scriptrunner",
+    ],
+)
+def test_the_package_can_be_imported_before_airflow(tmp_path, module):
+    # Importing Airflow loads its configuration, which calls every provider's get_provider_info: a
+    # get_provider_info that imports a module on the way to importing Airflow meets it half-built.
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}, airflow; print('imported')"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "imported"
 
 
 def test_provider_info_matches_the_airflow_schema():
@@ -85,7 +108,7 @@ def test_connection_form_metadata_lists_custom_fields(tmp_path):
     meta = _hook_meta(tmp_path)
     assert meta["hook_name"] == "Script Runner"
     fields = {name.rsplit("__", 1)[-1]: value for name, value in meta["extra_fields"].items()}
-    assert set(fields) == set(CONN_FIELDS)
+    assert set(fields) == {"timeout", "verify_ssl", "ca_bundle", "headers", "retries"}
     assert fields["timeout"]["schema"]["title"] == "Request timeout (seconds)"
     assert fields["verify_ssl"]["schema"]["type"][0] == "boolean"
     assert fields["retries"]["schema"]["type"][0] == "integer"

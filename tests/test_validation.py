@@ -1,4 +1,4 @@
-"""The one validation module: every check names the parameter, what it must be and what it got."""
+"""Input checks (validation, and the byte counts of log paging): each names the parameter, what it must be and what it got."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from airflow_provider_scriptrunner import validation
+from airflow_provider_scriptrunner.client import paging, validation
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ from airflow_provider_scriptrunner import validation
             "n must be an int between 1 and 5, got 9",
         ),
         (
-            lambda: validation.page_size("log_page_bytes", 3),
+            lambda: paging.page_size_check("log_page_bytes", 3),
             ValueError,
             "log_page_bytes must be a number of bytes between 4 and 1048576, got 3",
         ),
@@ -40,7 +40,7 @@ from airflow_provider_scriptrunner import validation
             "offset must be a byte offset >= 0, got float: 1.5",
         ),
         (
-            lambda: validation.log_limit(0),
+            lambda: paging.log_params("stdout", 0, 0),
             ValueError,
             "limit must be a number of bytes between 1 and 1048576, got 0",
         ),
@@ -101,13 +101,16 @@ def test_good_values_pass_through():
     assert validation.positive_seconds("t", None) is None
     assert validation.required_seconds("t", 1) == 1.0
     assert validation.timestamp("t", 1) == 1.0 and validation.timestamp("t", None) is None
-    assert validation.log_limit(None) is None
+    # No limit: the server's default page size.
+    assert paging.log_params("stderr", 7, None) == {"stream": "stderr", "offset": 7}
+    assert paging.log_params("stdout", 0, 1048576) == {"stream": "stdout", "offset": 0, "limit": 1048576}
+    assert paging.page_size_check("page_size", 4) == 4
     assert validation.skip_codes(None) == frozenset() and validation.skip_codes((1, 2)) == frozenset({1, 2})
     assert validation.conn_id("sr") == "sr"
 
 
 def test_a_number_of_the_wrong_kind_is_both_a_type_and_a_value_error():
-    # Before the checks were gathered in one module most of them raised ValueError: still caught.
+    # Code that catches bad input as ValueError catches a number of the wrong kind too.
     for call in (
         lambda: validation.integer("n", "3", minimum=0),
         lambda: validation.positive_seconds("t", "5"),

@@ -2,48 +2,48 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import tenacity
 
-from airflow_provider_scriptrunner import async_clients
-from airflow_provider_scriptrunner.constants import DEFAULT_CONN_ID, MAX_LOG_PAGE_BYTES
-from airflow_provider_scriptrunner.hooks._base import _ScriptRunnerHookBase, job_from
-from airflow_provider_scriptrunner.log_paging import LogCursor, log_page, log_params
-from airflow_provider_scriptrunner.settings import ConnectionSettings, aget_connection
-from airflow_provider_scriptrunner.transport import (
-    CANCEL,
-    HEALTH,
-    JOB,
-    LOGS,
-    Endpoint,
+from airflow_provider_scriptrunner.client import api
+from airflow_provider_scriptrunner.client.backends import pool
+from airflow_provider_scriptrunner.client.models import LogPage, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.paging import MAX_LOG_PAGE_BYTES, LogCursor, log_params
+from airflow_provider_scriptrunner.hooks._base import (
+    DEFAULT_CONN_ID,
+    ScriptRunnerHookBase,
     describe_connection_failure,
-    parse_response,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     import httpx
 
-    from airflow_provider_scriptrunner.models import LogChunk, LogPage, ScriptRunnerJob
+    from airflow_provider_scriptrunner.client.backends import AsyncBackend
+    from airflow_provider_scriptrunner.client.models import LogChunk
+    from airflow_provider_scriptrunner.client.settings import ConnectionSettings
+
+T = TypeVar("T")
 
 
-class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
+class ScriptRunnerAsyncHook(ScriptRunnerHookBase):
     """
-    Async counterpart of :class:`ScriptRunnerHook` for triggers.
+    Async counterpart of :class:`~airflow_provider_scriptrunner.hooks.scriptrunner.ScriptRunnerHook` for triggers.
 
     Same semantics for get job, log page, whole-log iteration, cancel and health. Hooks in one
     process share one client per event loop and connection settings (an aiohttp session with a
-    bounded pool, see :mod:`~airflow_provider_scriptrunner.async_clients`); a hook holds it from its
-    first request until :meth:`close` (or ``async with``), and the last hook to let go closes it.
+    bounded pool, see :mod:`~airflow_provider_scriptrunner.client.backends.pool`); a hook holds it
+    from its first request until :meth:`close` (or ``async with``), and the last hook to let go
+    closes it.
 
     :param transport: an httpx transport (``httpx.MockTransport`` in tests): the hook then uses an
         httpx client of its own over it.
     """
 
     #: The shared client's library: ``"aiohttp"`` (default) or ``"httpx"``.
-    http_client: ClassVar[str] = async_clients.AIOHTTP
+    http_client: ClassVar[str] = "aiohttp"
 
     def __init__(
         self,
@@ -55,37 +55,46 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         super().__init__(scriptrunner_conn_id, **kwargs)
         self._transport = transport
         self._settings: ConnectionSettings | None = None
-        self._client: async_clients.AsyncClient | None = None
+        self._backend: AsyncBackend | None = None
 
     async def get_settings(self) -> ConnectionSettings:
         if self._settings is None:
-            self._settings = self._settings_from(await aget_connection(self, self.scriptrunner_conn_id))
+            self._settings = self._settings_from(await self._aget_connection())
         return self._settings
 
-    async def get_client(self) -> async_clients.AsyncClient:
+    async def _aget_connection(self) -> Any:
+        """The connection, without blocking the event loop (Airflow 3.2+ has ``aget_connection``)."""
+        aget = getattr(type(self), "aget_connection", None)
+        if aget is not None:  # Airflow 3.2+
+            return await aget(self.scriptrunner_conn_id)
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.get_connection)(self.scriptrunner_conn_id)
+
+    async def get_backend(self) -> AsyncBackend:
         """The client this hook sends with: the shared one, or its own httpx client over ``transport``."""
-        if self._client is not None:
-            return self._client
+        if self._backend is not None:
+            return self._backend
         settings = await self.get_settings()
         if self._transport is not None:
-            client = await async_clients.private_httpx(settings, self._transport)
+            backend = await pool.private(settings, self._transport)
         else:
-            client = await async_clients.acquire(self.http_client, settings)
-        return await self._adopt(client)
+            backend = await pool.acquire(self.http_client, settings)
+        return await self._adopt(backend)
 
-    async def _adopt(self, client: async_clients.AsyncClient) -> async_clients.AsyncClient:
-        """Keep ``client``, unless a concurrent call of this hook got one first: then let go of it."""
-        if self._client is None:
-            self._client = client
-            return client
-        await async_clients.release(client)
-        return self._client
+    async def _adopt(self, backend: AsyncBackend) -> AsyncBackend:
+        """Keep ``backend``, unless a concurrent call of this hook got one first: then let go of it."""
+        if self._backend is None:
+            self._backend = backend
+            return backend
+        await pool.release(backend)
+        return self._backend
 
     async def close(self) -> None:
         """Let go of the client (a shared one closes when its last hook lets go); harmless twice."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await async_clients.release(client)
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            await pool.release(backend)
 
     async def __aenter__(self) -> ScriptRunnerAsyncHook:
         return self
@@ -94,40 +103,41 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
         await self.close()
 
     async def _request(
-        self, endpoint: Endpoint, *, job_id: str | None = None, params: dict[str, Any] | None = None
-    ) -> tuple[int, dict[str, Any]]:
+        self,
+        endpoint: api.Endpoint,
+        into: Callable[[dict[str, Any]], T],
+        *,
+        job_id: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> T:
         settings = await self.get_settings()
-        url = self._url(settings, endpoint, job_id)
+        request = api.Request(endpoint, endpoint.url(settings.base_url, job_id), settings.timeout, params)
         if self._attempts(settings) == 1:  # no retries (a trigger's own backoff): no retry machinery
-            return await self._send(endpoint, url, params, settings.timeout)
+            return await self._send(request, into)
         async for attempt in self._retrying(settings, endpoint, tenacity.AsyncRetrying):
             with attempt:
-                return await self._send(endpoint, url, params, settings.timeout)
+                return await self._send(request, into)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(
-        self, endpoint: Endpoint, url: str, params: Any, timeout: float
-    ) -> tuple[int, dict[str, Any]]:
-        client = await self.get_client()
-        status, text = await async_clients.send(client, endpoint.method, url, params, timeout)
-        return status, parse_response(status, text, method=endpoint.method, url=url)
+    async def _send(self, request: api.Request, into: Callable[[dict[str, Any]], T]) -> T:
+        status, text = await (await self.get_backend()).send(request)
+        return api.parse(request, status, text, into)
 
     async def health(self) -> dict[str, Any]:
-        return (await self._request(HEALTH))[1]
+        return await self._request(api.HEALTH, dict)
 
     async def get_job(self, job_id: str) -> ScriptRunnerJob:
-        status, data = await self._request(JOB, job_id=job_id)
-        return job_from(data, status, "GET", f"/jobs/{job_id}")
+        return await self._request(api.JOB, ScriptRunnerJob.from_api, job_id=job_id)
 
     async def cancel_job(self, job_id: str) -> ScriptRunnerJob:
-        status, data = await self._request(CANCEL, job_id=job_id)
-        return job_from(data, status, "POST", f"/jobs/{job_id}/cancel")
+        return await self._request(api.CANCEL, ScriptRunnerJob.from_api, job_id=job_id)
 
     async def get_log_page(
         self, job_id: str, stream: str = "stdout", offset: int = 0, limit: int | None = None
     ) -> LogPage:
-        status, data = await self._request(LOGS, job_id=job_id, params=log_params(stream, offset, limit))
-        return log_page(data, status, job_id)
+        return await self._request(
+            api.LOGS, LogPage.from_api, job_id=job_id, params=log_params(stream, offset, limit)
+        )
 
     async def iter_log(
         self,
@@ -149,7 +159,7 @@ class ScriptRunnerAsyncHook(_ScriptRunnerHookBase):
 
     async def test_connection(self) -> tuple[bool, str]:
         try:
-            await self._request(HEALTH)
+            await self.health()
         except Exception as err:  # noqa: BLE001
             return False, describe_connection_failure(err)
         return True, "script-runner is healthy"

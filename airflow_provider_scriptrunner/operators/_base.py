@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
-from airflow_provider_scriptrunner._compat import XCom
-from airflow_provider_scriptrunner.constants import DEFAULT_CONN_ID
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerError
+from airflow_provider_scriptrunner.client.errors import ScriptRunnerError
+from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
 
 if TYPE_CHECKING:
@@ -21,15 +20,20 @@ DEFAULT_MAX_OUTPUT_BYTES = 65536
 
 
 class ScriptRunnerJobLink(BaseOperatorLink):
-    """Link from the task to its job on the script-runner server."""
+    """
+    Link from the task to its job on the script-runner server.
+
+    Airflow 3 asks for the link once, in the task's own process as the try ends, and keeps it:
+    the operator that ran holds the URL (empty when the task failed before it had a job).
+    """
 
     name = "Script Runner Job"
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
-        return XCom.get_value(ti_key=ti_key, key=XCOM_JOB_URL) or ""
+        return getattr(operator, "job_url", None) or ""
 
 
-class _ScriptRunnerOperatorBase(BaseOperator):
+class ScriptRunnerOperatorBase(BaseOperator):
     """Holds the connection id and creates the hook lazily (never at DAG parse time)."""
 
     operator_extra_links = (ScriptRunnerJobLink(),)
@@ -37,16 +41,23 @@ class _ScriptRunnerOperatorBase(BaseOperator):
     def __init__(self, *, scriptrunner_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scriptrunner_conn_id = scriptrunner_conn_id
+        self.job_url: str | None = None
 
     @cached_property
     def hook(self) -> ScriptRunnerHook:
         return ScriptRunnerHook(self.scriptrunner_conn_id)
 
-    def _publish_job(self, context: Context, job_id: str) -> None:
-        """Push the job id (and the link's URL) to XCom as soon as it is known."""
-        ti = context["ti"]
-        ti.xcom_push(key=XCOM_JOB_ID, value=job_id)
+    def _link_job(self, job_id: str) -> None:
+        """Know the job's URL for the task's link (no request: the URL comes from the connection)."""
         try:
-            ti.xcom_push(key=XCOM_JOB_URL, value=self.hook.get_job_url(job_id))
+            self.job_url = self.hook.get_job_url(job_id)
         except ScriptRunnerError as err:  # the link is a convenience; never fail the task for it
             self.log.warning("Could not build the job link: %s", err)
+
+    def _publish_job(self, context: Context, job_id: str) -> None:
+        """Push the job id (and its URL) to XCom as soon as it is known."""
+        self._link_job(job_id)
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_JOB_ID, value=job_id)
+        if self.job_url:
+            ti.xcom_push(key=XCOM_JOB_URL, value=self.job_url)

@@ -5,17 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow_provider_scriptrunner import validation
-from airflow_provider_scriptrunner.constants import DEFAULT_LOG_PAGE_BYTES, LOG_STREAMS
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobError
-from airflow_provider_scriptrunner.hooks.scriptrunner import (
-    validate_args,
-    validate_job_id,
-    validate_script_id,
-)
-from airflow_provider_scriptrunner.models import JobStatus
-from airflow_provider_scriptrunner.operators._base import DEFAULT_MAX_OUTPUT_BYTES, _ScriptRunnerOperatorBase
-from airflow_provider_scriptrunner.output import OutputCapture, truncation_warning
+from airflow_provider_scriptrunner.client import validation
+from airflow_provider_scriptrunner.client.errors import ScriptRunnerJobError
+from airflow_provider_scriptrunner.client.models import LOG_STREAMS, JobStatus
+from airflow_provider_scriptrunner.client.paging import DEFAULT_LOG_PAGE_BYTES, page_size_check
+from airflow_provider_scriptrunner.operators._base import DEFAULT_MAX_OUTPUT_BYTES, ScriptRunnerOperatorBase
+from airflow_provider_scriptrunner.task.output import StreamFollower, TailBuffer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -23,7 +18,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class ScriptRunnerSubmitScriptOperator(_ScriptRunnerOperatorBase):
+class ScriptRunnerSubmitScriptOperator(ScriptRunnerOperatorBase):
     """
     Start a script and return its job id at once (the async run).
 
@@ -45,15 +40,15 @@ class ScriptRunnerSubmitScriptOperator(_ScriptRunnerOperatorBase):
         self.args = args
 
     def execute(self, context: Context) -> str:
-        script_id = validate_script_id(self.script_id)
-        args = validate_args(self.args)
+        script_id = validation.validate_script_id(self.script_id)
+        args = validation.validate_args(self.args)
         job_id = self.hook.submit_script(script_id, args)
         self.log.info("Submitted script %r with args %s as job %s", script_id, args, job_id)
         self._publish_job(context, job_id)
         return job_id
 
 
-class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
+class ScriptRunnerCancelJobOperator(ScriptRunnerOperatorBase):
     """
     Cancel a job and wait (bounded) until it has ended; return its final status.
 
@@ -76,7 +71,7 @@ class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
         self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
 
     def execute(self, context: Context) -> str:
-        job_id = validate_job_id(self.job_id)
+        job_id = validation.validate_job_id(self.job_id)
         job = self.hook.cancel_job(job_id)
         self._publish_job(context, job_id)
         if job.is_terminal and job.status is not JobStatus.CANCELED:
@@ -95,7 +90,7 @@ class ScriptRunnerCancelJobOperator(_ScriptRunnerOperatorBase):
         return job.status.value
 
 
-class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
+class ScriptRunnerGetJobLogsOperator(ScriptRunnerOperatorBase):
     """
     Fetch a job's stdout and/or stderr, write them to the task log and return them.
 
@@ -133,10 +128,10 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
             "limit", limit, minimum=1, what="a number of bytes (None: everything)"
         )
         self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
-        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
+        self.log_page_bytes = page_size_check("log_page_bytes", log_page_bytes)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        job_id = validate_job_id(self.job_id)
+        job_id = validation.validate_job_id(self.job_id)
         if self.stream not in (*LOG_STREAMS, "both"):
             raise ValueError(f"stream must be 'stdout', 'stderr' or 'both', got {self.stream!r}")
         streams = LOG_STREAMS if self.stream == "both" else (self.stream,)
@@ -146,19 +141,19 @@ class ScriptRunnerGetJobLogsOperator(_ScriptRunnerOperatorBase):
         complete = job.is_terminal
         result: dict[str, Any] = {"job_id": job_id}
         for stream in streams:
-            capture = OutputCapture(
-                stream, self.max_output_bytes, self.log_page_bytes, self.log, offset=self.offset
+            follower = StreamFollower(
+                stream, self.log, self.log_page_bytes, self.offset, tail=TailBuffer(self.max_output_bytes)
             )
-            capture.pump(self.hook, job_id, complete=complete, max_bytes=self.limit)
-            capture.finish()
-            if complete and capture.server_truncated:
-                truncation_warning(self.log, job_id, stream, capture.total_size)
-            data, truncated = capture.result()
+            follower.pump(self.hook, job_id, complete=complete, max_bytes=self.limit)
+            follower.finish()
+            if complete and follower.server_truncated:
+                follower.warn_truncated(job)
+            data, truncated = follower.result()
             result[stream] = {
                 "data": data,
                 "offset": self.offset,
-                "next_offset": capture.offset,
-                "total_size": capture.total_size or getattr(job, f"{stream}_size"),
+                "next_offset": follower.offset,
+                "total_size": follower.total_size or job.stream(stream).size,
                 "truncated": truncated,
             }
         return result

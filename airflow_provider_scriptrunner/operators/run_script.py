@@ -8,36 +8,42 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
-from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner._compat import AirflowSkipException, default_deferrable
-from airflow_provider_scriptrunner.constants import DEFAULT_CONN_ID, DEFAULT_LOG_PAGE_BYTES, LOG_STREAMS
-from airflow_provider_scriptrunner.exceptions import (
+from airflow_provider_scriptrunner.client import validation
+from airflow_provider_scriptrunner.client.errors import (
     ScriptRunnerError,
     ScriptRunnerJobError,
     ScriptRunnerJobNotFoundError,
 )
-from airflow_provider_scriptrunner.hooks.scriptrunner import validate_args, validate_script_id
-from airflow_provider_scriptrunner.job_store import JobStore
-from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.models import LOG_STREAMS, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.paging import DEFAULT_LOG_PAGE_BYTES, page_size_check
+from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
 from airflow_provider_scriptrunner.operators._base import (
     DEFAULT_MAX_OUTPUT_BYTES,
     XCOM_JOB_ID,
-    _ScriptRunnerOperatorBase,
+    ScriptRunnerOperatorBase,
 )
-from airflow_provider_scriptrunner.outcome import Verdict, judge_job
-from airflow_provider_scriptrunner.output import OutputCapture
-from airflow_provider_scriptrunner.triggers.scriptrunner import XCOM_OWNER_TRY, ScriptRunnerJobTrigger
-from airflow_provider_scriptrunner.watch import IDLE_TIMEOUT, Deadline, IdleWatch, next_wake, task_deadline
+from airflow_provider_scriptrunner.task import ownership
+from airflow_provider_scriptrunner.task.limits import (
+    IDLE_TIMEOUT,
+    Deadline,
+    IdleWatch,
+    next_wake,
+    task_deadline,
+)
+from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent, Verdict, judge_job
+from airflow_provider_scriptrunner.task.output import StreamFollower, TailBuffer
+from airflow_provider_scriptrunner.task.ownership import JobRecord
+from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from airflow.sdk import Context
 
-#: Worker-mode polling starts fast (a quick script is seen at once) and slows down to poll_interval.
-#: A poll after 2 ms, then pauses growing by half: a script that ends a few ms after submit is seen
-#: within a poll's round trip of its end (benchmarks/RESULTS.md: 1.05x the raw sync call, where
-#: 10 ms and doubling gave 1.5x), and a 60 s job still takes ~25 polls (40 requests is the budget).
+#: Worker-mode polling starts fast (a quick script is seen at once) and slows down to poll_interval:
+#: a poll after 2 ms, then pauses growing by half, so a script that ends a few ms after submit is
+#: seen within a poll's round trip of its end while a long job takes few polls (benchmarks/RESULTS.md).
 FIRST_POLL_DELAY = 0.002
 POLL_GROWTH = 1.5
 #: Airflow's own deferral timeout comes this long after the task's deadline: a backstop for a
@@ -47,7 +53,7 @@ DEFER_TIMEOUT_GRACE = 60.0
 PREVIOUS_JOB_STOP_WAIT = 60.0
 
 
-class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
+class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
     """
     Run a script on script-runner and wait for its result.
 
@@ -56,7 +62,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     waits in the worker, or in the triggerer with ``deferrable=True``; in both the script's
     output appears in the task log while it runs, and every limit cancels the job.
 
-    Outcomes (decided in :mod:`airflow_provider_scriptrunner.outcome`): ``succeeded`` succeeds;
+    Outcomes (decided in :mod:`airflow_provider_scriptrunner.task.outcome`): ``succeeded`` succeeds;
     an exit code in ``skip_on_exit_code`` skips; a non-zero exit fails with the code and the end
     of stderr; ``timed_out`` fails (the server's script timeout fired); ``canceled`` fails;
     ``failed`` with code -1 fails (killed by a signal, or lost in a server restart).
@@ -123,7 +129,7 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         self.reattach = reattach
         self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
         self.stream_logs = stream_logs
-        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
+        self.log_page_bytes = page_size_check("log_page_bytes", log_page_bytes)
         self.job_id: str | None = None
         self._killed_during_submit = False
         self._canceled_job: str | None = None
@@ -131,15 +137,15 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
     # -- execute ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        script_id = validate_script_id(self.script_id)
-        args = validate_args(self.args)
+        script_id = validation.validate_script_id(self.script_id)
+        args = validation.validate_args(self.args)
         deadline = self._deadline(context)
-        store = JobStore(context, self.log)
-        job = self._previous_job(store)
+        record = JobRecord.of(context, self.log)
+        job = self._previous_job(record)
         if job is None:
             job_id = self.job_id = self.hook.submit_script(script_id, args)
             self.log.info("Submitted script %r with args %s as job %s", script_id, args, job_id)
-            store.set(job_id)
+            record.set(job_id)
             if self._killed_during_submit:
                 self._cancel_quietly("the task was killed while the script was being submitted", retries=1)
         else:
@@ -150,10 +156,10 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
             job = job or self.hook.get_job(job_id)
             if job.is_terminal:
                 self.log.info("Job %s already finished (%s); not deferring", job_id, job.status.value)
-                return self._finish(context, job)
+                return self._finish(record, job, self._followers())
             watch.observe(job, time.time())
             self._defer(context, job_id, deadline, watch)
-        return self._wait_in_worker(context, job_id, deadline, watch)
+        return self._wait_in_worker(record, job_id, deadline, watch)
 
     def _deadline(self, context: Context) -> Deadline | None:
         """The earliest of ``timeout`` and ``execution_timeout``, from the try's start."""
@@ -163,20 +169,17 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         )
 
     def _defer(self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch) -> None:
-        # The try that owns the job, for the trigger's cancel decision after a clear.
-        context["ti"].xcom_push(key=XCOM_OWNER_TRY, value=context["ti"].try_number)
+        ownership.record_owner(context["ti"])
         self.defer(
             trigger=ScriptRunnerJobTrigger(
                 job_id=job_id,
                 scriptrunner_conn_id=self.scriptrunner_conn_id,
                 poll_interval=self.poll_interval,
-                end_time=None if deadline is None else deadline.at,
-                end_limit=None if deadline is None else deadline.describe(),
+                deadline=None if deadline is None else deadline.to_dict(),
+                idle=None if self.idle_timeout is None else watch.to_dict(),
                 cancel_on_kill=self.cancel_on_kill,
                 stream_logs=self.stream_logs,
                 log_page_bytes=self.log_page_bytes,
-                idle_timeout=self.idle_timeout,
-                **watch.state(),
             ),
             method_name="execute_complete",
             # A backstop only: the trigger fires at the deadline itself. Should the triggerer be
@@ -190,26 +193,27 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         """Resume after the trigger fired."""
         result = JobEvent.from_dict(event)
         self.job_id = result.job_id
-        store = JobStore(context, self.log)
-        if result.status in (EVENT_ERROR, EVENT_TIMEOUT):
+        self._link_job(result.job_id)
+        record = JobRecord.of(context, self.log)
+        if result.kind is not EventKind.ENDED:
             why = (
                 "the job could not be followed"
-                if result.status == EVENT_ERROR
-                else f"{result.limit or 'a limit'} passed"
+                if result.kind is EventKind.ERROR
+                else f"{result.limit} passed"
             )
             self._canceled_job = self.job_id if result.canceled else None  # the trigger did it
             if self._cancel_quietly(why):
-                store.clear()
+                record.clear()
             raise ScriptRunnerJobError(result.message, result.job)
-        captures = self._captures(result.log_offsets, result.truncation_warned)
-        for capture in captures.values():
-            capture.prime(self.hook, result.job_id)  # the end of what the trigger logged, for the result
-        return self._finish(context, self.hook.get_job(result.job_id), captures)
+        followers = self._followers(result.log_offsets, result.truncation_warned)
+        for follower in followers.values():
+            follower.prime(self.hook, result.job_id)  # the end of what the trigger logged, for the result
+        return self._finish(record, self.hook.get_job(result.job_id), followers)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow ended the deferral itself (trigger timeout or failure): cancel the job, then fail."""
         if next_method == TRIGGER_FAIL_REPR and self.cancel_on_kill:
-            self.job_id = JobStore(context, self.log).get() or context["ti"].xcom_pull(
+            self.job_id = JobRecord.of(context, self.log).get() or context["ti"].xcom_pull(
                 task_ids=self.task_id, key=XCOM_JOB_ID
             )
             if self.job_id:
@@ -225,72 +229,65 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
         return super().resume_execution(next_method, next_kwargs, context)
 
     def _wait_in_worker(
-        self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch
+        self, record: JobRecord, job_id: str, deadline: Deadline | None, watch: IdleWatch
     ) -> dict[str, Any] | None:
-        captures = self._captures()
+        followers = self._followers()
         delay = FIRST_POLL_DELAY
         while True:
             time.sleep(next_wake(time.time(), delay, None if deadline is None else deadline.at, watch.due()))
             job = self.hook.get_job(job_id)
             if job.is_terminal:
-                return self._finish(context, job, captures)
+                return self._finish(record, job, followers)
             if self.stream_logs:
-                for stream, capture in captures.items():
-                    if (
-                        getattr(job, f"{stream}_size") > capture.offset
-                    ):  # fetch only when the job says there is more
-                        capture.pump(self.hook, job_id, complete=False)
+                for follower in followers.values():
+                    follower.catch_up(self.hook, job)
             now = time.time()
-            if deadline is not None and now >= deadline.at:
-                self._fail_running(
-                    context, f"job {job_id} did not finish within {deadline.describe()}", deadline.limit, job
-                )
+            if deadline is not None and deadline.passed(now):
+                message = f"job {job_id} did not finish within {deadline.describe()}"
+                self._fail_running(record, message, deadline.limit, job)
             seen = watch.observe(job, now)
             if seen == "disabled":
                 self.log.warning(watch.disabled_message(job_id))
             elif seen == "stalled":
-                self._fail_running(context, watch.stall_message(job_id), IDLE_TIMEOUT, job)
+                self._fail_running(record, watch.stall_message(job_id), IDLE_TIMEOUT, job)
             delay = min(delay * POLL_GROWTH, self.poll_interval)
 
-    def _fail_running(self, context: Context, message: str, limit: str, job: ScriptRunnerJob) -> NoReturn:
+    def _fail_running(self, record: JobRecord, message: str, limit: str, job: ScriptRunnerJob) -> NoReturn:
         """A limit passed in the worker: cancel the job and fail the try."""
         if self._cancel_quietly(f"{limit} passed"):
-            JobStore(context, self.log).clear()
+            record.clear()
             if "canceled" not in message:
                 message += "; it was canceled"
         else:
             message += "; canceling it failed (see the log above), the next try reattaches to it"
         raise ScriptRunnerJobError(message, job)
 
-    def _captures(
+    def _followers(
         self, offsets: dict[str, int] | None = None, warned: Iterable[str] = ()
-    ) -> dict[str, OutputCapture]:
+    ) -> dict[str, StreamFollower]:
         offsets = offsets or {}
         return {
-            s: OutputCapture(
+            s: StreamFollower(
                 s,
-                self.max_output_bytes,
-                self.log_page_bytes,
                 self.log,
+                self.log_page_bytes,
                 offsets.get(s, 0),
+                tail=TailBuffer(self.max_output_bytes),
                 truncation_warned=s in warned,
             )
             for s in LOG_STREAMS
         }
 
     def _finish(
-        self, context: Context, job: ScriptRunnerJob, captures: dict[str, OutputCapture] | None = None
+        self, record: JobRecord, job: ScriptRunnerJob, followers: dict[str, StreamFollower]
     ) -> dict[str, Any] | None:
         """Shared by the worker and deferred paths: final logs, result, and the outcome."""
-        captures = captures or self._captures()
-        for capture in captures.values():
-            # The finished job says whether anything is left, and often holds all of it (its preview).
-            if capture.offset < getattr(job, f"{capture.stream}_size") and not capture.take_preview(job):
-                capture.pump(self.hook, job.job_id, complete=True)
-            capture.finish(job)
-        JobStore(context, self.log).clear()
-        stdout, stdout_truncated = captures["stdout"].result()
-        stderr, stderr_truncated = captures["stderr"].result()
+        for follower in followers.values():
+            follower.catch_up(self.hook, job)
+            follower.finish(job)
+        record.clear()
+        stdout, stdout_truncated = followers["stdout"].result()
+        stderr, stderr_truncated = followers["stderr"].result()
         outcome = judge_job(job, self.skip_on_exit_code, stderr=stderr)
         if outcome.verdict is Verdict.SKIP:
             raise AirflowSkipException(outcome.message)
@@ -313,13 +310,13 @@ class ScriptRunnerRunScriptOperator(_ScriptRunnerOperatorBase):
 
     # -- reruns: reattach, or cancel before submitting again -------------------------------------
 
-    def _previous_job(self, store: JobStore) -> ScriptRunnerJob | None:
+    def _previous_job(self, record: JobRecord) -> ScriptRunnerJob | None:
         """
         The previous try's job when it is still queued or running and ``reattach`` is on; else None
         (submit anew). With ``reattach=False`` such a job is canceled first, and the try fails
         rather than start a second copy while the first will not stop.
         """
-        previous = store.get()
+        previous = record.get()
         if not previous:
             return None
         try:

@@ -9,33 +9,15 @@ The provider's operators, importable from here as documented:
 
 from __future__ import annotations
 
-from airflow_provider_scriptrunner.operators._base import (
-    DEFAULT_MAX_OUTPUT_BYTES,
-    XCOM_JOB_ID,
-    XCOM_JOB_URL,
-    ScriptRunnerJobLink,
-)
+from airflow_provider_scriptrunner.operators._base import ScriptRunnerJobLink
 from airflow_provider_scriptrunner.operators.jobs import (
     ScriptRunnerCancelJobOperator,
     ScriptRunnerGetJobLogsOperator,
     ScriptRunnerSubmitScriptOperator,
 )
-from airflow_provider_scriptrunner.operators.run_script import (
-    DEFER_TIMEOUT_GRACE,
-    FIRST_POLL_DELAY,
-    POLL_GROWTH,
-    PREVIOUS_JOB_STOP_WAIT,
-    ScriptRunnerRunScriptOperator,
-)
+from airflow_provider_scriptrunner.operators.run_script import ScriptRunnerRunScriptOperator
 
 __all__ = [
-    "DEFAULT_MAX_OUTPUT_BYTES",
-    "DEFER_TIMEOUT_GRACE",
-    "FIRST_POLL_DELAY",
-    "POLL_GROWTH",
-    "PREVIOUS_JOB_STOP_WAIT",
-    "XCOM_JOB_ID",
-    "XCOM_JOB_URL",
     "ScriptRunnerCancelJobOperator",
     "ScriptRunnerGetJobLogsOperator",
     "ScriptRunnerJobLink",

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_scriptrunner import validation
 from airflow_provider_scriptrunner._compat import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -17,23 +16,20 @@ from airflow_provider_scriptrunner._compat import (
     AirflowTaskTimeout,
     default_deferrable,
 )
-from airflow_provider_scriptrunner.exceptions import (
+from airflow_provider_scriptrunner.client import validation
+from airflow_provider_scriptrunner.client.errors import (
     JOB_NOT_FOUND,
     ScriptRunnerError,
     ScriptRunnerJobNotFoundError,
 )
-from airflow_provider_scriptrunner.hooks.scriptrunner import (
-    DEFAULT_CONN_ID,
-    DEFAULT_LOG_PAGE_BYTES,
-    LOG_STREAMS,
-    ScriptRunnerHook,
-    validate_job_id,
-)
-from airflow_provider_scriptrunner.models import EVENT_ERROR, EVENT_TIMEOUT, JobEvent, ScriptRunnerJob
-from airflow_provider_scriptrunner.outcome import Verdict, judge_job
-from airflow_provider_scriptrunner.output import OutputCapture
+from airflow_provider_scriptrunner.client.models import LOG_STREAMS, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.paging import DEFAULT_LOG_PAGE_BYTES, page_size_check
+from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
+from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
+from airflow_provider_scriptrunner.task.limits import EXECUTION_TIMEOUT, task_deadline
+from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent, Verdict, judge_job
+from airflow_provider_scriptrunner.task.output import StreamFollower
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
-from airflow_provider_scriptrunner.watch import EXECUTION_TIMEOUT, task_deadline
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -80,8 +76,8 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
         self.scriptrunner_conn_id = scriptrunner_conn_id
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.stream_logs = stream_logs
-        self.log_page_bytes = validation.page_size("log_page_bytes", log_page_bytes)
-        self._output: dict[str, OutputCapture] | None = None
+        self.log_page_bytes = page_size_check("log_page_bytes", log_page_bytes)
+        self._output: dict[str, StreamFollower] | None = None
 
     @cached_property
     def hook(self) -> ScriptRunnerHook:
@@ -89,7 +85,7 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
 
     def _get_job(self) -> ScriptRunnerJob:
         try:
-            return self.hook.get_job(validate_job_id(self.job_id))
+            return self.hook.get_job(validation.validate_job_id(self.job_id))
         except ScriptRunnerJobNotFoundError as err:
             self._fail(f"job {self.job_id} is unknown to the server (JOB_NOT_FOUND): {err.message}")
 
@@ -110,16 +106,15 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
         if self._output is None:
             offsets = offsets or {}
             self._output = {
-                s: OutputCapture(
-                    s, 0, self.log_page_bytes, self.log, offsets.get(s, 0), truncation_warned=s in warned
+                s: StreamFollower(
+                    s, self.log, self.log_page_bytes, offsets.get(s, 0), truncation_warned=s in warned
                 )
                 for s in LOG_STREAMS
             }
-        for stream, capture in self._output.items():
-            if capture.offset < getattr(job, f"{stream}_size"):
-                capture.pump(self.hook, job.job_id, complete=job.is_terminal)
+        for follower in self._output.values():
+            follower.catch_up(self.hook, job)
             if job.is_terminal:
-                capture.finish(job)
+                follower.finish(job)
 
     def _judge(self, job: ScriptRunnerJob) -> dict[str, Any]:
         outcome = judge_job(job)
@@ -150,8 +145,7 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
                 job_id=job.job_id,
                 scriptrunner_conn_id=self.scriptrunner_conn_id,
                 poll_interval=float(self.poke_interval),
-                end_time=None if deadline is None else deadline.at,
-                end_limit=None if deadline is None else deadline.describe(),
+                deadline=None if deadline is None else deadline.to_dict(),
                 cancel_on_kill=False,  # a sensor watches; it never stops the job
                 cancel_on_timeout=False,
                 stream_logs=self.stream_logs,
@@ -162,12 +156,12 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         result = JobEvent.from_dict(event)
-        if result.status == EVENT_TIMEOUT:
+        if result.kind is EventKind.TIMEOUT:
             message = f"{result.message} (the sensor only watches: job {result.job_id} goes on)"
             if result.limit == EXECUTION_TIMEOUT:
                 raise AirflowTaskTimeout(message)  # as in poke mode: retries apply
             raise AirflowSensorTimeout(message)
-        if result.status == EVENT_ERROR:
+        if result.kind is EventKind.ERROR:
             if result.error_code == JOB_NOT_FOUND:  # cannot change: do not burn retries
                 self._fail(result.message)
             raise ScriptRunnerError(result.message)

@@ -66,8 +66,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from airflow_provider_scriptrunner.models import TERMINAL_STATUSES as _TERMINAL_JOB_STATUSES
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -92,8 +90,9 @@ MODES = ("sync", "async")
 #: On SIGTERM/SIGINT the server gives its scripts this long (or ``killGraceSec``, when shorter) to
 #: exit after SIGTERM before it SIGKILLs their groups, whether or not ``killGraceSec`` is set.
 SHUTDOWN_GRACE_SEC = 2.0
-#: The finished statuses, as the server spells them: the provider's own set, defined once in models.
-TERMINAL_STATUSES = frozenset(status.value for status in _TERMINAL_JOB_STATUSES)
+#: The statuses of a finished job, as the server spells them (the contract's own words, kept apart from
+#: the client's models: this server is an independent implementation to test the client against).
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "timed_out", "canceled"})
 
 
 # --------------------------------------------------------------------------------------------------

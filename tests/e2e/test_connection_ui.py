@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_scriptrunner import CONN_FIELDS, UI_FIELD_BEHAVIOUR, get_provider_info
+from airflow_provider_scriptrunner import get_provider_info
+from airflow_provider_scriptrunner.client.conn_fields import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from tests.e2e.deployment import HOST, free_port
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_scriptrunner import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_scriptrunner.client.conn_fields import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from tests.e2e.deployment import ADMIN_USER, HOST
 
 pytestmark = pytest.mark.browser

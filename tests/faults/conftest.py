@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import tenacity
 
-from airflow_provider_scriptrunner import transport
+from airflow_provider_scriptrunner.client import api
 from airflow_provider_scriptrunner.testing.harness import ScriptRunnerServerProcess, process_alive
 from tests.faults.proxy import FaultProxy
 
 #: The backoff the hook really uses, captured before the root conftest's ``fast_retries`` swaps it out.
-REAL_RETRY_WAIT = transport.RETRY_WAIT
+REAL_RETRY_WAIT = api.RETRY_WAIT
 #: The API token configured on every connection of this suite; it must never show up in output.
 TOKEN = "fault-suite-TOKEN-7f3a9c1e5b"
 TOKEN_FORMS = (TOKEN, base64.b64encode(TOKEN.encode()).decode(), f"Bearer {TOKEN}")
@@ -259,7 +259,7 @@ class RecordingWait(tenacity.wait.wait_base):
 @pytest.fixture(autouse=True)
 def retry_waits(monkeypatch: pytest.MonkeyPatch) -> RecordingWait:
     wait = RecordingWait()
-    monkeypatch.setattr(transport, "RETRY_WAIT", wait)
+    monkeypatch.setattr(api, "RETRY_WAIT", wait)
     return wait
 
 

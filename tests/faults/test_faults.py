@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_scriptrunner._compat import AirflowFailException, TaskDeferred
-from airflow_provider_scriptrunner.exceptions import (
+from airflow_provider_scriptrunner.client.errors import (
     ScriptRunnerApiError,
     ScriptRunnerConnectionError,
     ScriptRunnerError,
@@ -32,8 +32,8 @@ from airflow_provider_scriptrunner.exceptions import (
     ScriptRunnerResponseError,
     ScriptRunnerTimeoutError,
 )
+from airflow_provider_scriptrunner.client.models import JobStatus
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook, ScriptRunnerHook
-from airflow_provider_scriptrunner.models import JobEvent, JobStatus
 from airflow_provider_scriptrunner.operators.scriptrunner import (
     ScriptRunnerCancelJobOperator,
     ScriptRunnerGetJobLogsOperator,
@@ -41,6 +41,7 @@ from airflow_provider_scriptrunner.operators.scriptrunner import (
     ScriptRunnerSubmitScriptOperator,
 )
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
+from airflow_provider_scriptrunner.task.outcome import JobEvent
 from airflow_provider_scriptrunner.testing.harness import process_alive, process_group_alive
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.faults.conftest import TOKEN, Rig, wait_for
@@ -320,9 +321,10 @@ def test_trigger_rides_out_transient_bursts_and_stops_at_once_on_a_500(rig, leak
             ]
             for kind, params in burst:  # 7 in a row: one less than max_consecutive_errors
                 rig.proxy.inject(kind, method="GET", path=JOB_PATH, **params)
-            trigger = ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.01, end_time=time.time() + 60)
+            deadline = {"at": time.time() + 60, "limit": "timeout", "seconds": 60.0}
+            trigger = ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.01, deadline=deadline)
             event = JobEvent.from_dict(asyncio.run(first_event(trigger)))
-            assert event.status == "success", event.message
+            assert event.kind == "ended", event.message
             assert event.job.status is JobStatus.SUCCEEDED and event.job.exit_code == 0
             assert event.job.stdout_preview == "done run 1\n"
             assert rig.proxy.pending() == 0
@@ -334,7 +336,7 @@ def test_trigger_rides_out_transient_bursts_and_stops_at_once_on_a_500(rig, leak
         trigger = ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.01, max_consecutive_errors=3)
         event = JobEvent.from_dict(asyncio.run(first_event(trigger)))
         assert (
-            event.status == "error"
+            event.kind == "error"
             and "after 3 failed polls in a row" in event.message
             and "503" in event.message
         )
@@ -350,7 +352,7 @@ def test_trigger_rides_out_transient_bursts_and_stops_at_once_on_a_500(rig, leak
         event = JobEvent.from_dict(
             asyncio.run(first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.01)))
         )
-        assert (event.status, event.error_code, rule.fired) == ("error", "INTERNAL_ERROR", 1)
+        assert (event.kind, event.error_code, rule.fired) == ("error", "INTERNAL_ERROR", 1)
         assert "500 INTERNAL_ERROR" in event.message and "boom" in event.message
         rule.times = rule.fired
         leak.note(event.message)
@@ -555,7 +557,7 @@ def test_server_forgets_the_job_clear_failure_everywhere(rig, retry_waits, leak,
         shutil.rmtree(rig.server.state_dir)
         rig.server.start()
         event = asyncio.run(first_event(deferred.value.trigger))
-        assert event["status"] == "error" and event["error_code"] == "JOB_NOT_FOUND"
+        assert event["kind"] == "error" and event["error_code"] == "JOB_NOT_FOUND"
         with leak.raises(ScriptRunnerJobError, match="unknown to the server \\(JOB_NOT_FOUND\\)"):
             op.execute_complete(make_context(), event)
 
@@ -594,7 +596,7 @@ def _trigger(job_id: str, leak: Any) -> None:
     event = JobEvent.from_dict(
         asyncio.run(first_event(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.05)))
     )
-    assert (event.status, event.error_code, event.job_id) == ("error", "JOB_NOT_FOUND", job_id)
+    assert (event.kind, event.error_code, event.job_id) == ("error", "JOB_NOT_FOUND", job_id)
     assert "unknown to the server" in event.message
     leak.note(event.message)
 
@@ -841,8 +843,8 @@ REJECTED_BEFORE_ANY_REQUEST: list[tuple[str, Any, tuple[type, ...], str]] = [
     ("trigger(poll_interval=0)", lambda: _trigger_with(poll_interval=0), (ValueError,), "poll_interval"),
     ("trigger(poll_interval=nan)", lambda: _trigger_with(poll_interval=NAN), (ValueError,), "poll_interval"),
     ("trigger(poll_interval=inf)", lambda: _trigger_with(poll_interval=INF), (ValueError,), "poll_interval"),
-    ("trigger(end_time='soon')", lambda: _trigger_with(end_time="soon"), (ValueError,), "end_time"),
-    ("trigger(end_time=nan)", lambda: _trigger_with(end_time=NAN), (ValueError,), "end_time"),
+    ("trigger(deadline at 'soon')", lambda: _trigger_with(deadline={"at": "soon", "limit": "timeout", "seconds": 1}), (ValueError,), "deadline['at']"),
+    ("trigger(deadline at nan)", lambda: _trigger_with(deadline={"at": NAN, "limit": "timeout", "seconds": 1}), (ValueError,), "deadline['at']"),
     ("trigger(max_consecutive_errors=0)", lambda: _trigger_with(max_consecutive_errors=0), (ValueError,), "max_consecutive_errors"),
     ("trigger(max_consecutive_errors=None)", lambda: _trigger_with(max_consecutive_errors=None), (ValueError,), "max_consecutive_errors"),
     ("trigger(max_consecutive_errors='3')", lambda: _trigger_with(max_consecutive_errors="3"), (ValueError,), "max_consecutive_errors"),
@@ -929,7 +931,7 @@ def test_bad_inputs_the_server_rejects_surface_its_own_error(rig, leak, table):
 
     with table.run("bad input the server rejects: its error surfaced"):
         event = JobEvent.from_dict(asyncio.run(first_event(_trigger_with(job_id="../x", poll_interval=0.05))))
-        assert (event.status, event.error_code) == ("error", "JOB_NOT_FOUND")
+        assert (event.kind, event.error_code) == ("error", "JOB_NOT_FOUND")
         leak.note(event.message)
 
 

@@ -9,15 +9,16 @@ import aiohttp
 import httpx
 import pytest
 
-from airflow_provider_scriptrunner.exceptions import (
+from airflow_provider_scriptrunner.client.backends.httpx_backend import HttpxBackend
+from airflow_provider_scriptrunner.client.errors import (
     ScriptRunnerApiError,
     ScriptRunnerConnectionError,
     ScriptRunnerJobNotFoundError,
     ScriptRunnerResponseError,
     ScriptRunnerTimeoutError,
 )
+from airflow_provider_scriptrunner.client.models import JobStatus
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
-from airflow_provider_scriptrunner.models import JobStatus
 from tests.conftest import BASE_URL, TOKEN, job_body
 
 
@@ -80,11 +81,12 @@ async def test_one_client_per_hook_and_close(conn):
     transport = Recorder((200, {"ok": True}))
     hook = transport.hook()
     await hook.health()
-    client = await hook.get_client()
+    backend = await hook.get_backend()
     await hook.health()
-    assert await hook.get_client() is client
+    assert await hook.get_backend() is backend
+    assert isinstance(backend, HttpxBackend) and backend.shared_key is None  # its own, over the transport
     await hook.close()
-    assert client.is_closed
+    assert backend.client.is_closed
     await hook.close()  # closing twice is harmless
 
 
@@ -146,9 +148,20 @@ async def test_errors_map_like_the_sync_hook(set_connection):
     with pytest.raises(ScriptRunnerJobNotFoundError) as info:
         await hook.get_job("gone")
     assert info.value.error_code == "JOB_NOT_FOUND"
+    assert (info.value.method, info.value.url) == ("GET", f"{BASE_URL}/jobs/gone")
     hook = Recorder((200, "<html>")).hook()
     with pytest.raises(ScriptRunnerResponseError):
         await hook.get_job("j")
+    hook = Recorder((200, {"ok": True, "status": "running"})).hook()
+    with pytest.raises(
+        ScriptRunnerResponseError, match="malformed response: job object has no jobId"
+    ) as info:
+        await hook.cancel_job("j")
+    assert (info.value.method, info.value.url) == ("POST", f"{BASE_URL}/jobs/j/cancel")
+    hook = Recorder((200, {"ok": True, "jobId": "j", "data": "x"})).hook()
+    with pytest.raises(ScriptRunnerResponseError, match="malformed response: log page") as info:
+        await hook.get_log_page("j")
+    assert (info.value.method, info.value.url) == ("GET", f"{BASE_URL}/jobs/j/logs")
     hook = Recorder((500, {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": "x"}})).hook()
     with pytest.raises(ScriptRunnerApiError) as info:
         await hook.get_job("j")
@@ -242,7 +255,7 @@ async def test_verify_ssl_false_turns_verification_off(set_connection, client_tl
     seen = client_tls
     set_connection(host="https://sr.test", extra=extra)
     hook = ScriptRunnerAsyncHook()
-    await hook.get_client()
+    await hook.get_backend()
     await hook.close()
     assert seen["verify"] is False
 
@@ -255,7 +268,7 @@ async def test_ca_bundle_is_the_only_trust_of_the_async_client(set_connection, c
     seen = client_tls
     set_connection(host="https://sr.test", extra={"ca_bundle": str(ca)})
     hook = ScriptRunnerAsyncHook()
-    await hook.get_client()
+    await hook.get_backend()
     await hook.close()
     context = seen["verify"]
     assert isinstance(context, ssl.SSLContext) and context.verify_mode is ssl.CERT_REQUIRED

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import urllib3.exceptions
 
-from airflow_provider_scriptrunner.exceptions import (
+from airflow_provider_scriptrunner.client.errors import (
     ScriptRunnerApiError,
     ScriptRunnerAuthError,
     ScriptRunnerConfigError,
@@ -20,9 +22,10 @@ from airflow_provider_scriptrunner.exceptions import (
     ScriptRunnerTimeoutError,
     ScriptRunnerTLSError,
 )
-from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook, build_base_url
-from airflow_provider_scriptrunner.models import JobStatus
-from tests.conftest import BASE_URL, TOKEN, job_body, log_page_callback, mixed_text
+from airflow_provider_scriptrunner.client.models import JobStatus
+from airflow_provider_scriptrunner.client.settings import build_base_url
+from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
+from tests.conftest import BASE_URL, TOKEN, job_body, log_page, log_page_callback, mixed_text
 
 REFUSED = requests.exceptions.ConnectionError(
     urllib3.exceptions.MaxRetryError(None, "/run", urllib3.exceptions.NewConnectionError(None, "refused"))
@@ -187,8 +190,10 @@ def test_submit_script_returns_job_id(conn, requests_mock):
 
 def test_submit_without_job_id_is_a_malformed_response(conn, requests_mock):
     requests_mock.post(f"{BASE_URL}/run", status_code=202, json={"ok": True})
-    with pytest.raises(ScriptRunnerResponseError, match="no jobId"):
+    with pytest.raises(ScriptRunnerResponseError, match="no jobId") as info:
         ScriptRunnerHook().submit_script("quick-echo")
+    assert (info.value.method, info.value.url) == ("POST", f"{BASE_URL}/run")
+    assert info.value.status_code == 202
 
 
 def test_get_job_quotes_the_id(conn, requests_mock):
@@ -253,7 +258,8 @@ def test_job_url_keeps_the_path_prefix(set_connection):
         (5, [], TypeError, "script_id must be a string"),
         ("", [], ValueError, "script_id is empty"),
         ("  ", [], ValueError, "script_id is empty"),
-        ("s", "a b", TypeError, "wrap a single argument in a list"),
+        ("s", "a", TypeError, r"wrap a single argument in a list, e\.g\. args=\['a'\]"),
+        ("s", "a b", TypeError, r"give each argument as its own item, e\.g\. args=\['a', 'b'\]"),
         ("s", {"a": 1}, TypeError, "args must be a list or tuple"),
         ("s", ["ok", None], TypeError, r"args\[1\] must be a string"),
         ("s", ["ok", "x", {"k": 1}], TypeError, r"args\[2\] must be a string"),
@@ -372,14 +378,18 @@ def test_non_json_and_truncated_bodies_are_their_own_error(conn, requests_mock, 
 
 def test_malformed_job_object(conn, requests_mock):
     requests_mock.get(f"{BASE_URL}/jobs/j", json={"ok": True, "status": "running"})
-    with pytest.raises(ScriptRunnerResponseError, match="malformed response: job object has no jobId"):
+    with pytest.raises(
+        ScriptRunnerResponseError, match="malformed response: job object has no jobId"
+    ) as info:
         ScriptRunnerHook().get_job("j")
+    assert (info.value.method, info.value.url) == ("GET", f"{BASE_URL}/jobs/j")
 
 
 def test_malformed_log_page(conn, requests_mock):
     requests_mock.get(f"{BASE_URL}/jobs/j/logs", json={"ok": True, "data": "x"})
-    with pytest.raises(ScriptRunnerResponseError, match="malformed response"):
+    with pytest.raises(ScriptRunnerResponseError, match="malformed response") as info:
         ScriptRunnerHook().get_log_page("j")
+    assert (info.value.method, info.value.url) == ("GET", f"{BASE_URL}/jobs/j/logs")
 
 
 # -- retries ----------------------------------------------------------------------------------
@@ -483,6 +493,7 @@ def test_run_is_never_retried_once_it_may_have_reached_the_server(conn, requests
     assert requests_mock.call_count == 1
     if isinstance(info.value, ScriptRunnerConnectionError):
         assert info.value.may_have_reached_server is True
+        assert "may have reached the server and started the script" in str(info.value)
 
 
 @pytest.mark.parametrize("status", [500, 502])
@@ -555,6 +566,62 @@ def test_iter_log_keeps_invalid_bytes_as_the_server_gives_them(conn, requests_mo
     assert "".join(c.text for c in ScriptRunnerHook().iter_log("j", page_size=4)) == blob.decode(
         "utf-8", "replace"
     )
+
+
+class CutBody(io.RawIOBase):
+    """A response body that breaks off after ``cut`` bytes, as a dropped connection does."""
+
+    def __init__(self, data: bytes, cut: int) -> None:
+        self.data, self.cut, self.position = data, cut, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.position >= self.cut:
+            raise urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead")
+        size = min(len(buffer), self.cut - self.position)
+        buffer[:size] = self.data[self.position : self.position + size]
+        self.position += size
+        return size
+
+
+def test_iter_log_reads_a_page_again_after_a_body_cut_off_or_a_busy_answer(conn, requests_mock):
+    blob = mixed_text(50_000)
+    calls = []
+
+    def body(request, context):
+        query = parse_qs(urlsplit(request.url).query)
+        answer = json.dumps(
+            log_page({"stdout": blob}, "stdout", int(query["offset"][0]), int(query["limit"][0]), "j")
+        ).encode()
+        calls.append(int(query["offset"][0]))
+        if len(calls) == 2:
+            return CutBody(answer, len(answer) // 2)  # the second page breaks off halfway
+        if len(calls) == 4:
+            context.status_code = 503
+            return io.BytesIO(b"<html>busy</html>")
+        return io.BytesIO(answer)
+
+    requests_mock.get(f"{BASE_URL}/jobs/j/logs", body=body)
+    chunks = list(ScriptRunnerHook().iter_log("j", page_size=16_384))
+    assert "".join(c.text for c in chunks).encode() == blob  # every byte once, none twice
+    assert len(chunks) >= 4 and len(calls) == len(chunks) + 2
+    assert calls[1] == calls[2] and calls[3] == calls[4]  # each failed page asked for again, from its offset
+
+
+def test_iter_log_errors_name_the_logs_url_and_are_not_retried(conn, requests_mock):
+    gone = {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found: j"}}
+    requests_mock.get(f"{BASE_URL}/jobs/j/logs", status_code=404, json=gone)
+    with pytest.raises(ScriptRunnerJobNotFoundError) as info:
+        list(ScriptRunnerHook().iter_log("j"))
+    assert (info.value.method, info.value.url) == ("GET", f"{BASE_URL}/jobs/j/logs")
+
+    requests_mock.get(f"{BASE_URL}/jobs/j/logs", text='{"ok": true, "data": "bad \\x escape", "offset": 0}')
+    with pytest.raises(ScriptRunnerResponseError, match="not a JSON object") as info:
+        list(ScriptRunnerHook().iter_log("j"))
+    assert info.value.status_code == 200
+    assert requests_mock.call_count == 2  # one request each: neither answer is transient
 
 
 def test_iter_log_rejects_a_page_size_too_small_for_a_character(conn, requests_mock):

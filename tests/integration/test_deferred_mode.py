@@ -29,12 +29,12 @@ import pytest
 import structlog.testing
 
 from airflow_provider_scriptrunner._compat import TaskDeferred
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobError
+from airflow_provider_scriptrunner.client.errors import ScriptRunnerJobError
+from airflow_provider_scriptrunner.client.models import JobStatus
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
-from airflow_provider_scriptrunner.models import JobStatus
 from airflow_provider_scriptrunner.operators.scriptrunner import ScriptRunnerRunScriptOperator
-from airflow_provider_scriptrunner.output import TRUNCATION_MARKER
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
+from airflow_provider_scriptrunner.task.output import TRUNCATION_MARKER
 from airflow_provider_scriptrunner.testing import process_alive
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
@@ -591,7 +591,7 @@ def test_a_trigger_cancelled_again_while_it_decides_still_cancels_its_job(
     async def owner_try() -> int:
         return 1
 
-    monkeypatch.setattr(trigger, "_task_instance_state", state_read_slowly)
+    monkeypatch.setattr(trigger, "_task_state", state_read_slowly)
     monkeypatch.setattr(trigger, "_owner_try", owner_try)
 
     async def stop_as_the_triggerer_does() -> None:

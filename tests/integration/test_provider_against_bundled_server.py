@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_scriptrunner._compat import TaskDeferred
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobError
+from airflow_provider_scriptrunner._compat import AirflowSensorTimeout, TaskDeferred
+from airflow_provider_scriptrunner.client.errors import (
+    ScriptRunnerApiError,
+    ScriptRunnerJobError,
+    ScriptRunnerJobNotFoundError,
+)
+from airflow_provider_scriptrunner.client.models import JobStatus
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook, ScriptRunnerHook
-from airflow_provider_scriptrunner.models import JobStatus
 from airflow_provider_scriptrunner.operators.scriptrunner import ScriptRunnerRunScriptOperator
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
 from airflow_provider_scriptrunner.testing import process_alive
@@ -82,12 +86,12 @@ def test_hook_exact_below_truncation_and_async_twin(scriptrunner_connection):
 
 def test_hook_surfaces_real_server_errors(scriptrunner_connection):
     hook = ScriptRunnerHook()
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ScriptRunnerApiError) as info:
         hook.submit_script("no-such-script")
     assert info.value.error_code == "SCRIPT_NOT_FOUND"
-    with pytest.raises(Exception) as info:
+    with pytest.raises(ScriptRunnerJobNotFoundError) as not_found:
         hook.get_job("job_0_0")
-    assert info.value.error_code == "JOB_NOT_FOUND"
+    assert (not_found.value.status_code, not_found.value.error_code) == (404, "JOB_NOT_FOUND")
     assert hook.test_connection()[0] is True
 
 
@@ -230,7 +234,9 @@ def test_sensor_waits_for_a_real_job_and_never_cancels_it(scriptrunner_connectio
     watcher = ScriptRunnerJobSensor(
         task_id="s", job_id=long_job, deferrable=True, poke_interval=0.2, timeout=0.5
     )
-    with pytest.raises(Exception, match=r"did not finish within timeout=0.5 s \(the sensor only watches"):
+    with pytest.raises(
+        AirflowSensorTimeout, match=r"did not finish within timeout=0.5 s \(the sensor only watches"
+    ):
         run_deferred(watcher, make_context())
     assert hook.get_job(long_job).status is JobStatus.RUNNING  # a sensor only watches
     hook.cancel_job(long_job)

@@ -7,12 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_scriptrunner import job_store
 from airflow_provider_scriptrunner._compat import TaskDeferred
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerJobError
-from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.errors import ScriptRunnerJobError
+from airflow_provider_scriptrunner.client.models import ScriptRunnerJob
 from airflow_provider_scriptrunner.operators import run_script as ops
-from airflow_provider_scriptrunner.output import TRUNCATION_MARKER
+from airflow_provider_scriptrunner.task import ownership
+from airflow_provider_scriptrunner.task.limits import Deadline
+from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent
+from airflow_provider_scriptrunner.task.output import TRUNCATION_MARKER
 from tests.conftest import BASE_URL, job_body, mixed_text
 from tests.operators.test_scriptrunner_operators import JOB, FakeStore, make_context, mock_run, posts, run_op
 
@@ -106,19 +108,24 @@ def test_deferral_carries_the_deadline_and_a_later_airflow_backstop(conn, reques
     with pytest.raises(TaskDeferred) as info:
         op.execute(context)
     trigger = info.value.trigger
-    assert (trigger.end_time, trigger.end_limit) == (NOW + 15, "execution_timeout=20 s")
-    assert info.value.timeout == timedelta(seconds=15 + ops.DEFER_TIMEOUT_GRACE)
+    assert trigger.deadline == Deadline(at=NOW + 15, limit="execution_timeout", seconds=20.0)
+    assert trigger.deadline.describe() == "execution_timeout=20 s"
+    assert info.value.timeout == timedelta(seconds=15 + 60)  # DEFER_TIMEOUT_GRACE (60 s) after the deadline
     assert trigger.stream_logs is True and trigger.log_page_bytes == 512
     assert (trigger.idle.idle_timeout, trigger.idle.sizes, trigger.idle.since) == (30.0, (3, 0), NOW)
     assert context["ti"].xcom["scriptrunner_try"] == 2  # which try owns the job, for the trigger
-    json.dumps(trigger.serialize()[1])
+    # What the triggerer gets: plain JSON, from which the same limits come back.
+    kwargs = json.loads(json.dumps(trigger.serialize()[1]))
+    assert kwargs["deadline"] == {"at": NOW + 15, "limit": "execution_timeout", "seconds": 20.0}
+    assert kwargs["idle"] == {"idle_timeout": 30.0, "sizes": [3, 0], "since": NOW}
 
 
 def test_no_deadline_no_airflow_timeout(conn, requests_mock):
     mock_run(requests_mock, [{"status": "running"}])
     with pytest.raises(TaskDeferred) as info:
         run_op(deferrable=True).execute(make_context())
-    assert info.value.timeout is None and info.value.trigger.end_time is None
+    assert info.value.timeout is None and info.value.trigger.deadline is None
+    assert info.value.trigger.serialize()[1]["idle"] is None
 
 
 # -- idle_timeout in the worker ------------------------------------------------------------------
@@ -174,7 +181,9 @@ def test_deferred_result_equals_worker_result(conn, requests_mock, task_log, cap
     text = out.decode()
     offset = len(text[: int(len(text) * split)].encode())  # what the trigger logged (a character boundary)
     job = ScriptRunnerJob.from_api(job_body(JOB, "succeeded", stdoutSize=len(out), stderrSize=len(err)))
-    event = JobEvent("success", "ok", JOB, job, log_offsets={"stdout": offset, "stderr": len(err)}).to_dict()
+    event = JobEvent(
+        EventKind.ENDED, "ok", JOB, job, log_offsets={"stdout": offset, "stderr": len(err)}
+    ).to_dict()
     before = len(task_log.text)
     result = run_op(deferrable=True, max_output_bytes=cap, log_page_bytes=64).execute_complete(
         make_context(), json.loads(json.dumps(event))
@@ -198,7 +207,7 @@ def test_deferred_result_of_a_truncated_stream_ends_with_the_preview(conn, reque
         run_op().execute(make_context())
     job = ScriptRunnerJob.from_api(job_body(JOB, "failed", code=2, stderrSize=30, **fields))
     event = JobEvent(
-        "failure", "m", JOB, job, log_offsets={"stdout": 0, "stderr": 30}, truncation_warned=("stderr",)
+        EventKind.ENDED, "m", JOB, job, log_offsets={"stdout": 0, "stderr": 30}, truncation_warned=("stderr",)
     ).to_dict()
     with pytest.raises(ScriptRunnerJobError) as deferred:
         run_op(deferrable=True).execute_complete(make_context(), event)
@@ -241,7 +250,7 @@ def test_resume_finds_the_job_in_xcom_without_a_store(conn, requests_mock):
 def test_a_normal_resume_goes_to_execute_complete(conn, requests_mock):
     mock_run(requests_mock, [{"status": "succeeded"}], stdout=b"ok\n")
     job = ScriptRunnerJob.from_api(job_body(JOB, "succeeded", stdoutSize=3))
-    event = JobEvent("success", "ok", JOB, job).to_dict()
+    event = JobEvent(EventKind.ENDED, "ok", JOB, job).to_dict()
     result = run_op(deferrable=True).resume_execution("execute_complete", {"event": event}, make_context())
     assert result["stdout"] == "ok\n" and not cancels(requests_mock)
 
@@ -286,8 +295,7 @@ def test_without_a_task_state_store_a_variable_remembers_the_job(conn, requests_
     mock_run(requests_mock, [{"status": "running"}])
     with pytest.raises(TaskDeferred):
         run_op(deferrable=True).execute(variable_context())
-    key = job_store.variable_key("etl", "manual__2026-12-01", "run", 3)
-    assert variables.values == {key: JOB}
+    assert variables.values == {"scriptrunner_job__etl__manual__2026-12-01__run__3": JOB}
     # The next try reattaches through it (Airflow 3.1/3.2: one task, never two live copies).
     requests_mock.get(
         f"{BASE_URL}/jobs/{JOB}", [{"json": job_body(JOB, "running")}, {"json": job_body(JOB, "succeeded")}]
@@ -298,9 +306,9 @@ def test_without_a_task_state_store_a_variable_remembers_the_job(conn, requests_
 
 
 def test_variable_keys_stay_within_airflow_limits():
-    key = job_store.variable_key("d" * 200, "r" * 200, "t" * 200, -1)
-    assert len(key) == 250 and key.startswith(job_store.VARIABLE_PREFIX)
-    assert key != job_store.variable_key("d" * 200, "r" * 200, "t" * 199, -1)
+    key = ownership.variable_key("d" * 200, "r" * 200, "t" * 200, -1)
+    assert len(key) == 250 and key.startswith("scriptrunner_job__")
+    assert key != ownership.variable_key("d" * 200, "r" * 200, "t" * 199, -1)
 
 
 def test_a_broken_store_never_fails_the_run(conn, requests_mock, variables, task_log):

@@ -9,12 +9,12 @@ import pytest
 
 from airflow_provider_scriptrunner import _compat
 from airflow_provider_scriptrunner._compat import AirflowSkipException, TaskDeferred
-from airflow_provider_scriptrunner.exceptions import (
+from airflow_provider_scriptrunner.client.errors import (
     ScriptRunnerError,
     ScriptRunnerJobError,
     ScriptRunnerJobNotFoundError,
 )
-from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.models import ScriptRunnerJob
 from airflow_provider_scriptrunner.operators import run_script as ops
 from airflow_provider_scriptrunner.operators.scriptrunner import (
     ScriptRunnerCancelJobOperator,
@@ -23,6 +23,7 @@ from airflow_provider_scriptrunner.operators.scriptrunner import (
     ScriptRunnerRunScriptOperator,
     ScriptRunnerSubmitScriptOperator,
 )
+from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import BASE_URL, job_body, log_page_callback
 
@@ -115,11 +116,36 @@ def test_no_hook_or_connection_at_parse_time(requests_mock):
     assert requests_mock.call_count == 0
 
 
-def test_templated_fields():
-    assert {"script_id", "args"} <= set(ScriptRunnerRunScriptOperator.template_fields)
-    assert {"script_id", "args"} <= set(ScriptRunnerSubmitScriptOperator.template_fields)
-    assert "job_id" in ScriptRunnerCancelJobOperator.template_fields
-    assert "job_id" in ScriptRunnerGetJobLogsOperator.template_fields
+JINJA_CONTEXT = {"ds": "2024-01-01", "params": {"script": "orders", "n": 3, "env": "prod"}}
+
+
+@pytest.mark.parametrize("operator", [ScriptRunnerRunScriptOperator, ScriptRunnerSubmitScriptOperator])
+def test_script_args_and_connection_are_rendered_by_airflow(operator):
+    op = operator(
+        task_id="t",
+        script_id="{{ params.script }}",
+        args=["{{ ds }}", "n={{ params.n }}", 4],
+        scriptrunner_conn_id="sr_{{ params.env }}",
+    )
+    op.render_template_fields(dict(JINJA_CONTEXT))
+    assert (op.script_id, op.args, op.scriptrunner_conn_id) == ("orders", ["2024-01-01", "n=3", 4], "sr_prod")
+    assert op.hook.scriptrunner_conn_id == "sr_prod"  # the hook is built after rendering, on the real id
+
+
+def test_job_operators_render_the_job_id_from_xcom():
+    context = make_context()
+    context["ti"].xcom["return_value"] = JOB
+    context.update(JINJA_CONTEXT)
+    cancel = ScriptRunnerCancelJobOperator(
+        task_id="cancel", job_id="{{ ti.xcom_pull('submit') }}", scriptrunner_conn_id="sr_{{ params.env }}"
+    )
+    logs = ScriptRunnerGetJobLogsOperator(
+        task_id="logs", job_id="{{ ti.xcom_pull('submit') }}", stream="{{ 'std' ~ 'err' }}"
+    )
+    cancel.render_template_fields(context)
+    logs.render_template_fields(context)
+    assert (cancel.job_id, cancel.scriptrunner_conn_id) == (JOB, "sr_prod")
+    assert (logs.job_id, logs.stream) == (JOB, "stderr")
 
 
 @pytest.mark.parametrize(
@@ -137,15 +163,15 @@ def test_bad_arguments_fail_at_construction(kwargs, match):
         run_op(**kwargs)
 
 
-def test_default_deferrable_comes_from_config(monkeypatch):
-    monkeypatch.setattr(
-        _compat.conf,
-        "getboolean",
-        lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"),
-    )
-    assert run_op(deferrable=None).deferrable is True
-    monkeypatch.setattr(_compat.conf, "getboolean", lambda *a, **k: False)
-    assert run_op(deferrable=None).deferrable is False
+@pytest.mark.parametrize(("setting", "expected"), [("True", True), ("False", False), (None, False)])
+def test_default_deferrable_comes_from_config(monkeypatch, setting, expected):
+    if setting is None:
+        monkeypatch.delenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", setting)
+    assert run_op(deferrable=None).deferrable is expected
+    # An explicit argument wins over the setting.
+    assert run_op(deferrable=not expected).deferrable is (not expected)
 
 
 # -- worker mode: outcomes --------------------------------------------------------------------
@@ -303,6 +329,34 @@ def test_bad_templated_args_fail_before_any_request(conn, requests_mock):
     assert requests_mock.call_count == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            "orders 2024-01-01",
+            (
+                "args must be a list or tuple of strings, got str: give each argument as its own item, "
+                "e.g. args=['orders', '2024-01-01']"
+            ),
+        ),
+        (
+            "orders",
+            (
+                "args must be a list or tuple of strings, got str: wrap a single argument in a list, "
+                "e.g. args=['orders']"
+            ),
+        ),
+    ],
+)
+@pytest.mark.parametrize("operator", [ScriptRunnerRunScriptOperator, ScriptRunnerSubmitScriptOperator])
+def test_args_given_as_a_string_fail_with_a_hint(conn, requests_mock, operator, args, message):
+    op = operator(task_id="t", script_id="quick-echo", args=args)
+    with pytest.raises(TypeError) as info:
+        op.execute(make_context())
+    assert str(info.value) == message
+    assert requests_mock.call_count == 0
+
+
 def test_unknown_script_surfaces_the_server_error(conn, requests_mock):
     requests_mock.post(
         f"{BASE_URL}/run",
@@ -345,8 +399,11 @@ def test_deferrable_defers_with_the_right_trigger(conn, requests_mock):
         7.0,
         False,
     )
-    assert before + 60 <= trigger.end_time <= time.time() + 60
-    json.dumps(trigger.serialize()[1])
+    assert (trigger.deadline.limit, trigger.deadline.seconds) == ("timeout", 60.0)
+    assert before + 60 <= trigger.deadline.at <= time.time() + 60  # no start_date: counted from now
+    kwargs = trigger.serialize()[1]
+    assert kwargs["idle"] is None  # idle_timeout is off
+    assert ScriptRunnerJobTrigger(**json.loads(json.dumps(kwargs))).deadline == trigger.deadline
 
 
 def test_deferrable_does_not_defer_when_the_job_already_finished(conn, requests_mock):
@@ -355,30 +412,49 @@ def test_deferrable_does_not_defer_when_the_job_already_finished(conn, requests_
     assert result["stdout"] == "done\n"
 
 
+NAME = f"script 'quick-echo' (job {JOB})"
+
+
 @pytest.mark.parametrize(
     ("final", "expect"),
     [
         ({"status": "succeeded"}, None),
-        ({"status": "failed", "code": 4}, "exit code 4"),
-        ({"status": "timed_out", "code": -1}, "script timeout"),
-        ({"status": "canceled", "code": -1}, "canceled on the server"),
-        ({"status": "failed", "code": -1}, "killed by a signal"),
+        ({"status": "failed", "code": 4}, f"{NAME} failed with exit code 4. End of stderr:\nboom"),
+        (
+            {"status": "timed_out", "code": -1},
+            f"{NAME} timed out: the server's script timeout (timeoutSec in its scripts.json) fired and stopped it",
+        ),
+        ({"status": "canceled", "code": -1}, f"{NAME} was canceled on the server"),
+        (
+            {"status": "failed", "code": -1},
+            (
+                f"{NAME} ended with code -1: the script was killed by a signal, or lost when the "
+                "script-runner server restarted (the server reports both the same way)"
+            ),
+        ),
         ({"status": "failed", "code": 3}, AirflowSkipException),
     ],
 )
-def test_execute_complete_uses_the_same_outcome_rules(conn, requests_mock, final, expect):
-    mock_run(requests_mock, [final], stdout=b"out\n")
-    job = ScriptRunnerJob.from_api(job_body(JOB, **final))
-    event = JobEvent("success" if job.is_success else "failure", "m", JOB, job).to_dict()
+def test_execute_complete_judges_the_job_the_server_reports(conn, requests_mock, final, expect):
+    mock_run(requests_mock, [final], stdout=b"out\n", stderr=b"boom\n")
+    # The event's job disagrees with the server: the task must go by the job it reads back by id.
+    stale = {"status": "failed", "code": 9} if final["status"] == "succeeded" else {"status": "succeeded"}
+    event = JobEvent(EventKind.ENDED, "m", JOB, ScriptRunnerJob.from_api(job_body(JOB, **stale))).to_dict()
+    event = json.loads(json.dumps(event))
     op = run_op(deferrable=True, skip_on_exit_code=3)
     if expect is None:
-        assert op.execute_complete(make_context(), json.loads(json.dumps(event)))["stdout"] == "out\n"
+        result = op.execute_complete(make_context(), event)
+        assert (result["status"], result["exit_code"], result["stdout"]) == ("succeeded", 0, "out\n")
     elif expect is AirflowSkipException:
-        with pytest.raises(AirflowSkipException):
+        with pytest.raises(AirflowSkipException) as skip:
             op.execute_complete(make_context(), event)
+        assert str(skip.value) == f"{NAME} exited with code 3, which is in skip_on_exit_code: skipping"
     else:
-        with pytest.raises(ScriptRunnerJobError, match=expect):
+        with pytest.raises(ScriptRunnerJobError) as failure:
             op.execute_complete(make_context(), event)
+        assert str(failure.value) == expect
+        assert failure.value.job.exit_code == final["code"]
+    assert [r.path for r in requests_mock.request_history].count(f"/jobs/{JOB}") == 1  # read back once
 
 
 @pytest.mark.parametrize("trigger_canceled", [True, False])
@@ -387,7 +463,9 @@ def test_execute_complete_timeout_event_cancels_only_when_the_trigger_did_not(
 ):
     mock_run(requests_mock, [{"status": "running"}])
     message = f"job {JOB} did not finish within execution_timeout=30 s; it was canceled"
-    event = JobEvent("timeout", message, JOB, limit="execution_timeout", canceled=trigger_canceled).to_dict()
+    event = JobEvent(
+        EventKind.TIMEOUT, message, JOB, limit="execution_timeout", canceled=trigger_canceled
+    ).to_dict()
     with pytest.raises(ScriptRunnerJobError, match=r"within execution_timeout=30 s"):
         run_op(deferrable=True).execute_complete(make_context(), event)
     # Exactly one cancel per job and reason: the trigger's, or (when it could not) this one.
@@ -398,7 +476,7 @@ def test_execute_complete_error_event_cancels_the_job(conn, requests_mock):
     mock_run(requests_mock, [{"status": "running"}])
     op = run_op(deferrable=True)
     with pytest.raises(ScriptRunnerJobError, match="gave up"):
-        op.execute_complete(make_context(), JobEvent("error", "gave up following", JOB).to_dict())
+        op.execute_complete(make_context(), JobEvent(EventKind.ERROR, "gave up following", JOB).to_dict())
     op.on_kill()  # a later kill of the same try does not cancel a second time
     assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 1
 
@@ -608,16 +686,60 @@ def test_logs_operator_bad_input(conn, requests_mock, kwargs, match):
     assert requests_mock.call_count == 0
 
 
-def test_job_link_reads_the_pushed_url(monkeypatch):
-    seen = {}
+# -- the task's link to its job ----------------------------------------------------------------
 
-    def fake_get_value(*, ti_key, key):
-        seen.update(ti_key=ti_key, key=key)
-        return JOB_URL
 
-    monkeypatch.setattr(_compat.XCom, "get_value", fake_get_value)
-    link = ScriptRunnerJobLink()
-    assert link.name == "Script Runner Job"
-    assert link.get_link(run_op(), ti_key="key") == JOB_URL
-    assert seen == {"ti_key": "key", "key": "job_url"}
-    assert any(isinstance(link, ScriptRunnerJobLink) for link in run_op().operator_extra_links)
+@pytest.fixture
+def no_xcom_reads(monkeypatch):
+    """The link is asked for in the task's own process: reading XCom there logs a misleading error."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the job link must not read XCom")
+
+    monkeypatch.setattr(_compat.XCom, "get_value", fail)
+    monkeypatch.setattr(_compat.XCom, "get_one", fail)
+
+
+def link_of(op) -> str:
+    return ScriptRunnerJobLink().get_link(op, ti_key=None)
+
+
+def test_job_link_points_at_the_job_after_a_run(conn, requests_mock, no_xcom_reads):
+    mock_run(requests_mock, [{"status": "succeeded"}])
+    op = run_op()
+    assert ScriptRunnerJobLink.name == "Script Runner Job"
+    assert [type(link) for link in op.operator_extra_links] == [ScriptRunnerJobLink]
+    assert link_of(op) == ""
+    op.execute(make_context())
+    assert link_of(op) == JOB_URL
+
+
+def test_job_link_is_empty_for_a_task_that_failed_before_submitting(conn, requests_mock, no_xcom_reads):
+    op = run_op(args="orders 2024-01-01")
+    with pytest.raises(TypeError, match="args must be a list"):
+        op.execute(make_context())
+    assert requests_mock.call_count == 0
+    assert link_of(op) == ""
+
+
+def test_job_link_is_known_after_execute_complete(conn, requests_mock, no_xcom_reads):
+    # execute_complete runs on a fresh operator (a new worker process): the event names the job.
+    mock_run(requests_mock, [{"status": "succeeded"}])
+    op = run_op(deferrable=True)
+    op.execute_complete(make_context(), JobEvent(EventKind.ENDED, "ok", JOB).to_dict())
+    assert link_of(op) == JOB_URL
+    # Also when the deferral ended in a failure.
+    failed = run_op(deferrable=True)
+    event = JobEvent(EventKind.TIMEOUT, "too slow", JOB, limit="timeout", canceled=True).to_dict()
+    with pytest.raises(ScriptRunnerJobError, match="too slow"):
+        failed.execute_complete(make_context(), event)
+    assert link_of(failed) == JOB_URL
+
+
+def test_job_link_of_the_job_operators(conn, requests_mock, no_xcom_reads):
+    mock_run(requests_mock, [{"status": "succeeded"}])
+    submit = ScriptRunnerSubmitScriptOperator(task_id="submit", script_id="slow")
+    submit.execute(make_context())
+    logs = ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB)
+    logs.execute(make_context())
+    assert (link_of(submit), link_of(logs)) == (JOB_URL, JOB_URL)

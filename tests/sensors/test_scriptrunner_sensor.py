@@ -12,32 +12,52 @@ import pytest
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.bases import sensor as sensor_base
 
-from airflow_provider_scriptrunner import _compat
 from airflow_provider_scriptrunner._compat import AirflowFailException, AirflowSensorTimeout, TaskDeferred
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerError
+from airflow_provider_scriptrunner.client.errors import ScriptRunnerError
+from airflow_provider_scriptrunner.client.models import ScriptRunnerJob
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
-from airflow_provider_scriptrunner.models import JobEvent, ScriptRunnerJob
-from airflow_provider_scriptrunner.outcome import judge_job
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
+from airflow_provider_scriptrunner.task.limits import Deadline
+from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import BASE_URL, job_body
 
 JOB = "job_1795342284509_3"
 JOB_URL = f"{BASE_URL}/jobs/{JOB}"
+#: How the failure messages name the job of job_body() (script "quick-echo").
+NAME = f"script 'quick-echo' (job {JOB})"
 NOT_FOUND = {
     "status_code": 404,
     "json": {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}},
 }
 
+#: (job body, a part of the failure message to match, the whole failure message)
 FAILED_BODIES = [
     pytest.param(
         job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"),
         "failed with exit code 3",
+        f"{NAME} failed with exit code 3. End of stderr:\nboom: disk full",
         id="failed-3",
     ),
-    pytest.param(job_body(JOB, "timed_out"), "timed out", id="timed_out"),
-    pytest.param(job_body(JOB, "canceled"), "was canceled on the server", id="canceled"),
-    pytest.param(job_body(JOB, "failed", code=-1), "ended with code -1", id="failed-minus-1"),
+    pytest.param(
+        job_body(JOB, "timed_out"),
+        "timed out",
+        f"{NAME} timed out: the server's script timeout (timeoutSec in its scripts.json) fired and stopped it",
+        id="timed_out",
+    ),
+    pytest.param(
+        job_body(JOB, "canceled"),
+        "was canceled on the server",
+        f"{NAME} was canceled on the server",
+        id="canceled",
+    ),
+    pytest.param(
+        job_body(JOB, "failed", code=-1),
+        "ended with code -1",
+        f"{NAME} ended with code -1: the script was killed by a signal, or lost when the script-runner "
+        "server restarted (the server reports both the same way)",
+        id="failed-minus-1",
+    ),
 ]
 
 
@@ -46,17 +66,6 @@ def make_sensor(**kwargs) -> ScriptRunnerJobSensor:
     kwargs.setdefault("job_id", JOB)
     kwargs.setdefault("deferrable", False)
     return ScriptRunnerJobSensor(**kwargs)
-
-
-def test_default_deferrable_comes_from_config(monkeypatch):
-    monkeypatch.setattr(
-        _compat.conf,
-        "getboolean",
-        lambda section, key, fallback=None: (section, key) == ("operators", "default_deferrable"),
-    )
-    assert make_sensor(deferrable=None).deferrable is True
-    monkeypatch.setattr(_compat.conf, "getboolean", lambda *a, **k: False)
-    assert make_sensor(deferrable=None).deferrable is False
 
 
 def answer(*bodies) -> list[dict]:
@@ -106,14 +115,14 @@ def test_poke_done_with_job_dict_on_success(conn, requests_mock):
     assert_never_canceled(requests_mock)
 
 
-@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
-def test_poke_fails_without_retry_on_unsuccessful_end(conn, requests_mock, body, reason):
+@pytest.mark.parametrize(("body", "reason", "message"), FAILED_BODIES)
+def test_poke_fails_without_retry_on_unsuccessful_end(conn, requests_mock, body, reason, message):
     requests_mock.get(JOB_URL, json=body)
     with pytest.raises(AirflowFailException) as excinfo:
         make_sensor().poke({})
 
     assert reason in str(excinfo.value)
-    assert str(excinfo.value) == judge_job(ScriptRunnerJob.from_api(body)).message
+    assert str(excinfo.value) == message
     assert_never_canceled(requests_mock)
 
 
@@ -157,8 +166,8 @@ def test_poke_mode_execute_waits_until_success(conn, requests_mock, no_sleep):
     assert_never_canceled(requests_mock)
 
 
-@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
-def test_poke_mode_execute_fails_on_unsuccessful_end(conn, requests_mock, no_sleep, body, reason):
+@pytest.mark.parametrize(("body", "reason", "message"), FAILED_BODIES)
+def test_poke_mode_execute_fails_on_unsuccessful_end(conn, requests_mock, no_sleep, body, reason, message):
     requests_mock.get(JOB_URL, answer(job_body(JOB, "running"), body))
     with pytest.raises(AirflowFailException, match=reason):
         make_sensor(poke_interval=4).execute({})
@@ -209,11 +218,12 @@ def test_deferrable_returns_at_once_when_already_succeeded(conn, requests_mock):
     assert requests_mock.call_count == 1
 
 
-@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
-def test_deferrable_fails_at_once_when_already_ended_badly(conn, requests_mock, body, reason):
+@pytest.mark.parametrize(("body", "reason", "message"), FAILED_BODIES)
+def test_deferrable_fails_at_once_when_already_ended_badly(conn, requests_mock, body, reason, message):
     requests_mock.get(JOB_URL, json=body)
-    with pytest.raises(AirflowFailException, match=reason):
+    with pytest.raises(AirflowFailException, match=reason) as excinfo:
         make_sensor(deferrable=True).execute({})
+    assert str(excinfo.value) == message
     assert_never_canceled(requests_mock)
 
 
@@ -253,7 +263,8 @@ def test_deferrable_defers_a_watch_only_trigger(conn, requests_mock, timeout):
     assert trigger.poll_interval == 7.0 == sensor.poke_interval
     assert trigger.cancel_on_kill is False
     assert trigger.cancel_on_timeout is False
-    assert before + 300 <= trigger.end_time <= after + 300
+    assert (trigger.deadline.limit, trigger.deadline.seconds) == ("timeout", 300.0)
+    assert before + 300 <= trigger.deadline.at <= after + 300
     assert_never_canceled(requests_mock)
 
 
@@ -261,25 +272,27 @@ def test_deferrable_defers_a_watch_only_trigger(conn, requests_mock, timeout):
 # execute_complete()
 
 
-def _event(status: str, body: dict | None = None, **kwargs) -> dict:
+def _event(kind: str, body: dict | None = None, **kwargs) -> dict:
     job = ScriptRunnerJob.from_api(body) if body else None
-    payload = JobEvent(status, kwargs.pop("message", f"{status} message"), JOB, job, **kwargs).to_dict()
+    payload = JobEvent(
+        EventKind(kind), kwargs.pop("message", f"{kind} message"), JOB, job, **kwargs
+    ).to_dict()
     return json.loads(json.dumps(payload))  # as it arrives from the triggerer
 
 
 def test_execute_complete_success_returns_job_dict(conn):
     body = job_body(JOB, "succeeded", stdoutPreview="out\n")
-    result = make_sensor().execute_complete({}, _event("success", body))
+    result = make_sensor().execute_complete({}, _event("ended", body))
     assert result == ScriptRunnerJob.from_api(body).to_dict()
     assert result["status"] == "succeeded" and result["stdout_preview"] == "out\n"
 
 
-@pytest.mark.parametrize(("body", "reason"), FAILED_BODIES)
-def test_execute_complete_failure_fails_without_retry(conn, body, reason):
-    with pytest.raises(AirflowFailException, match=reason):
-        make_sensor().execute_complete(
-            {}, _event("failure", body, message=judge_job(ScriptRunnerJob.from_api(body)).message)
-        )
+@pytest.mark.parametrize(("body", "reason", "message"), FAILED_BODIES)
+def test_execute_complete_failure_fails_without_retry(conn, body, reason, message):
+    # The sensor judges the job the event carries, as poke() does.
+    with pytest.raises(AirflowFailException, match=reason) as excinfo:
+        make_sensor().execute_complete({}, _event("ended", body, message=f"job {JOB} ended"))
+    assert str(excinfo.value) == message
 
 
 def test_execute_complete_timeout_raises_sensor_timeout(conn):
@@ -304,16 +317,16 @@ def test_execute_complete_other_error_leaves_retries_to_airflow(conn):
 def test_resume_execution_soft_fail_skips_a_failure_event(conn):
     from airflow_provider_scriptrunner._compat import AirflowSkipException
 
-    event = _event("failure", job_body(JOB, "failed", code=2))
+    event = _event("ended", job_body(JOB, "failed", code=2))
     with pytest.raises(AirflowSkipException):
         make_sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, {})
     with pytest.raises(AirflowFailException):
         make_sensor().resume_execution("execute_complete", {"event": event}, {})
 
 
-def test_execute_complete_failure_event_without_job_does_not_succeed(conn):
-    with pytest.raises(AirflowFailException):
-        make_sensor().execute_complete({}, _event("failure", None, message="job ended badly"))
+def test_execute_complete_ended_event_without_job_does_not_succeed(conn):
+    with pytest.raises(AirflowFailException, match=f"^job {JOB}: job ended badly$"):
+        make_sensor().execute_complete({}, _event("ended", None, message="job ended badly"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,7 +395,7 @@ async def test_deferred_path_failure_fails_the_sensor(conn, requests_mock):
 async def test_deferred_path_timeout_never_cancels(conn, requests_mock, monkeypatch):
     server = _Server(job_body(JOB, "running"))
     sensor, trigger = _deferred_trigger(requests_mock, server, timeout=60)
-    trigger.end_time = time.time() - 1  # the sensor's timeout has passed
+    trigger.deadline = Deadline(time.time() - 1, "timeout", 60.0)  # the sensor's timeout has passed
 
     (event,) = await _events(trigger)
     with pytest.raises(AirflowSensorTimeout):
@@ -391,7 +404,7 @@ async def test_deferred_path_timeout_never_cancels(conn, requests_mock, monkeypa
     async def task_failed():
         return "failed"
 
-    monkeypatch.setattr(trigger, "_task_instance_state", task_failed)
+    monkeypatch.setattr(trigger, "_task_state", task_failed)
     await trigger.on_kill()  # a user marked the deferred sensor failed
     assert all(r.method == "GET" for r in server.requests)
 
@@ -407,10 +420,13 @@ def test_job_id_is_templated(conn):
     assert sensor.job_id == JOB
 
 
-def test_defaults(conn):
-    sensor = ScriptRunnerJobSensor(task_id="t", job_id=JOB, deferrable=False)
-    assert sensor.scriptrunner_conn_id == "scriptrunner_default"
-    assert sensor.poke_interval == 10.0
+def test_by_default_it_pokes_the_default_connection_every_10_s(conn, requests_mock, no_sleep):
+    # `conn` defines scriptrunner_default only: any other connection id would fail to resolve.
+    requests_mock.get(JOB_URL, answer(job_body(JOB, "running"), job_body(JOB, "succeeded")))
+    result = ScriptRunnerJobSensor(task_id="t", job_id=JOB, deferrable=False).execute({})
+    assert result["status"] == "succeeded"
+    assert [r.url for r in requests_mock.request_history] == [JOB_URL] * 2
+    assert no_sleep == [10.0]
 
 
 def test_hook_is_not_built_at_construction(monkeypatch):
@@ -419,10 +435,19 @@ def test_hook_is_not_built_at_construction(monkeypatch):
     assert "hook" not in sensor.__dict__
 
 
-@pytest.mark.parametrize(("env", "expected"), [("true", True), ("false", False)])
-def test_deferrable_default_from_config(monkeypatch, env, expected):
-    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", env)
-    assert ScriptRunnerJobSensor(task_id="t", job_id=JOB).deferrable is expected
+def test_default_deferrable_comes_from_config(conn, requests_mock, no_sleep, monkeypatch):
+    # Airflow's own config, set the way a deployment sets it.
+    requests_mock.get(JOB_URL, answer(job_body(JOB, "running"), job_body(JOB, "succeeded")))
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "True")
+    sensor = ScriptRunnerJobSensor(task_id="t", job_id=JOB)
+    assert sensor.deferrable is True
+    with pytest.raises(TaskDeferred):
+        sensor.execute({})
+
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "False")
+    sensor = ScriptRunnerJobSensor(task_id="t", job_id=JOB)
+    assert sensor.deferrable is False
+    assert sensor.execute({})["status"] == "succeeded"  # poked on the worker until the job ended
 
 
 def test_explicit_deferrable_beats_config(monkeypatch):
@@ -447,8 +472,9 @@ def test_deferred_deadline_is_the_earlier_of_timeout_and_execution_timeout_from_
     with pytest.raises(TaskDeferred) as excinfo:
         sensor.execute({"ti": SimpleNamespace(start_date=start)})
     trigger = excinfo.value.trigger
-    assert trigger.end_time == pytest.approx(start.timestamp() + 30)
-    assert trigger.end_limit == "execution_timeout=30 s"
+    assert trigger.deadline.at == pytest.approx(start.timestamp() + 30)
+    assert (trigger.deadline.limit, trigger.deadline.seconds) == ("execution_timeout", 30.0)
+    assert trigger.deadline.describe() == "execution_timeout=30 s"
     assert (trigger.cancel_on_kill, trigger.cancel_on_timeout) == (False, False)
 
 
@@ -512,9 +538,7 @@ def test_execute_complete_logs_only_what_the_trigger_did_not(conn, requests_mock
     from tests.conftest import log_page_callback
 
     requests_mock.get(f"{JOB_URL}/logs", json=log_page_callback({"stdout": b"seen\nnew\n", "stderr": b""}))
-    event = _event(
-        "success", job_body(JOB, "succeeded", stdoutSize=9), log_offsets={"stdout": 5, "stderr": 0}
-    )
+    event = _event("ended", job_body(JOB, "succeeded", stdoutSize=9), log_offsets={"stdout": 5, "stderr": 0})
     assert make_sensor(stream_logs=True).execute_complete({}, event)["status"] == "succeeded"
     assert "[stdout] new" in task_log.text and "[stdout] seen" not in task_log.text
     assert_never_canceled(requests_mock)

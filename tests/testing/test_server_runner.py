@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
 import pytest
 
+import airflow_provider_scriptrunner.testing
 from airflow_provider_scriptrunner.testing.server import (
     SHUTDOWN_GRACE_SEC,
     JobRunner,
@@ -70,3 +72,24 @@ def test_tail_buffer_keeps_the_last_bytes_of_everything_fed(capacity):
 
     everything = b"".join(chunks)
     assert tail.getvalue() == (everything[-capacity:] if capacity else b"")
+
+
+def test_the_bundled_server_and_harness_import_nothing_of_the_client():
+    # An independent implementation: sharing the client's models or constants would let a client bug
+    # and the same server bug agree. Every import counts, at module level or inside a function.
+    package = Path(airflow_provider_scriptrunner.testing.__file__).parent
+    imported = set()
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add((path.name, node.module))
+            elif isinstance(node, ast.Import):
+                imported.update((path.name, alias.name) for alias in node.names)
+    ours = {(name, module) for name, module in imported if module.startswith("airflow_provider_scriptrunner")}
+    assert ours, "the scan found none of the package's own imports: it is not reading the modules"
+    outside = {
+        (name, module)
+        for name, module in ours
+        if not module.startswith("airflow_provider_scriptrunner.testing")
+    }
+    assert outside == set()

@@ -10,15 +10,19 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from airflow_provider_scriptrunner.client.models import JobStatus, ScriptRunnerJob
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
-from airflow_provider_scriptrunner.models import JobEvent, JobStatus, ScriptRunnerJob
-from airflow_provider_scriptrunner.outcome import judge_job
+from airflow_provider_scriptrunner.task.limits import Deadline
+from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent
+from airflow_provider_scriptrunner.task.ownership import CancelVerdict
 from airflow_provider_scriptrunner.triggers import scriptrunner as trigger_module
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import job_body
 from tests.triggers.conftest import _real_sleep
 
 JOB = "job_1795342284509_3"
+#: How judge_job names the job of job_body() (script "quick-echo") in its messages.
+NAME = f"script 'quick-echo' (job {JOB})"
 NOT_FOUND = (404, {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}})
 
 
@@ -76,6 +80,11 @@ async def only_event(trigger: ScriptRunnerJobTrigger) -> dict:
     return events[0].payload
 
 
+def deadline_at(at: float, limit: str = "timeout", seconds: float = 10.0) -> dict:
+    """A deadline as the task passes it to the trigger."""
+    return Deadline(at, limit, seconds).to_dict()
+
+
 def state_returning(value):
     async def _state():
         if isinstance(value, Exception):
@@ -91,27 +100,34 @@ def state_returning(value):
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("body", "expected_status", "expected_text"),
+    ("body", "expected_message"),
     [
-        (job_body(JOB, "succeeded"), "success", "succeeded"),
+        (job_body(JOB, "succeeded"), f"{NAME} succeeded"),
         (
             job_body(JOB, "failed", code=3, stderrPreview="boom: disk full\n"),
-            "failure",
-            "failed with exit code 3",
+            f"{NAME} failed with exit code 3. End of stderr:\nboom: disk full",
         ),
-        (job_body(JOB, "timed_out"), "failure", "timed out"),
-        (job_body(JOB, "canceled"), "failure", "was canceled on the server"),
-        (job_body(JOB, "failed", code=-1), "failure", "ended with code -1"),
+        (
+            job_body(JOB, "timed_out"),
+            f"{NAME} timed out: the server's script timeout (timeoutSec in its scripts.json) fired and stopped it",
+        ),
+        (job_body(JOB, "canceled"), f"{NAME} was canceled on the server"),
+        (
+            job_body(JOB, "failed", code=-1),
+            (
+                f"{NAME} ended with code -1: the script was killed by a signal, or lost when the "
+                "script-runner server restarted (the server reports both the same way)"
+            ),
+        ),
     ],
     ids=["succeeded", "failed-3", "timed_out", "canceled", "failed-minus-1"],
 )
-async def test_terminal_status_fires_one_event(conn, clock, body, expected_status, expected_text):
+async def test_terminal_status_fires_one_event(conn, clock, body, expected_message):
     server = FakeServer((200, body))
     payload = await only_event(make_trigger(server))
 
-    assert payload["status"] == expected_status
-    assert expected_text in payload["message"]
-    assert payload["message"] == judge_job(ScriptRunnerJob.from_api(body)).message
+    assert payload["kind"] == "ended"
+    assert payload["message"] == expected_message
     assert payload["job_id"] == JOB
     assert payload["job"]["status"] == body["status"]
     assert payload["job"]["exit_code"] == body["code"]
@@ -136,7 +152,7 @@ async def test_polls_queued_and_running_at_the_poll_interval(conn, clock):
     )
     payload = await only_event(make_trigger(server, poll_interval=7))
 
-    assert payload["status"] == "success"
+    assert payload["kind"] == "ended"
     assert len(server.gets) == 4
     assert clock.sleeps == [7.0, 7.0, 7.0]  # one pause between polls, none after the last
     assert not server.cancels
@@ -146,7 +162,7 @@ async def test_polls_queued_and_running_at_the_poll_interval(conn, clock):
 async def test_unknown_status_is_treated_as_not_finished(conn, clock):
     server = FakeServer((200, job_body(JOB, "paused")), (200, job_body(JOB, "succeeded")))
     payload = await only_event(make_trigger(server))
-    assert payload["status"] == "success"
+    assert payload["kind"] == "ended"
     assert len(server.gets) == 2
 
 
@@ -164,7 +180,7 @@ async def test_transient_errors_back_off_then_success(conn, clock):
     )
     payload = await only_event(make_trigger(server, poll_interval=5))
 
-    assert payload["status"] == "success"
+    assert payload["kind"] == "ended"
     assert len(server.gets) == 4
     assert clock.sleeps == [5.0, 10.0, 20.0]  # exponential backoff from poll_interval
 
@@ -180,7 +196,7 @@ async def test_error_count_resets_after_a_good_poll(conn, clock):
     )
     payload = await only_event(make_trigger(server, poll_interval=5, max_consecutive_errors=3))
 
-    assert payload["status"] == "success"  # 3 errors in all, but never 3 in a row
+    assert payload["kind"] == "ended"  # 3 errors in all, but never 3 in a row
     assert clock.sleeps == [5.0, 5.0, 5.0, 10.0]
 
 
@@ -197,7 +213,7 @@ async def test_too_many_consecutive_errors_fire_error_event(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")), (502, "<html>Bad Gateway</html>"))
     payload = await only_event(make_trigger(server, poll_interval=5, max_consecutive_errors=3))
 
-    assert payload["status"] == "error"
+    assert payload["kind"] == "error"
     assert "3 failed polls in a row" in payload["message"]
     assert "502" in payload["message"]
     assert payload["error_code"] is None
@@ -212,7 +228,7 @@ async def test_job_not_found_fires_error_at_once(conn, clock):
     server = FakeServer(NOT_FOUND)
     payload = await only_event(make_trigger(server, max_consecutive_errors=8))
 
-    assert payload["status"] == "error"
+    assert payload["kind"] == "error"
     assert payload["error_code"] == "JOB_NOT_FOUND"
     assert "JOB_NOT_FOUND" in payload["message"] and JOB in payload["message"]
     assert len(server.gets) == 1  # not retried: it cannot change
@@ -230,7 +246,7 @@ async def test_errors_that_waiting_cannot_fix_fire_error_at_once(conn, clock, an
     server = FakeServer(answer)
     payload = await only_event(make_trigger(server, max_consecutive_errors=8))
 
-    assert payload["status"] == "error"
+    assert payload["kind"] == "error"
     assert payload["message"].startswith(f"cannot follow job {JOB}")
     assert len(server.gets) == 1
     assert clock.sleeps == []
@@ -244,10 +260,10 @@ async def test_errors_that_waiting_cannot_fix_fire_error_at_once(conn, clock, an
 async def test_deadline_already_passed_cancels_without_polling(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "canceled")))
     payload = await only_event(
-        make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s")
+        make_trigger(server, deadline=deadline_at(clock.now - 1, "execution_timeout", 20))
     )
 
-    assert payload["status"] == "timeout"
+    assert payload["kind"] == "timeout"
     assert payload["message"] == f"job {JOB} did not finish within execution_timeout=20 s; it was canceled"
     assert (payload["limit"], payload["canceled"]) == ("execution_timeout", True)
     assert len(server.cancels) == 1 and not server.gets
@@ -257,9 +273,13 @@ async def test_deadline_already_passed_cancels_without_polling(conn, clock):
 @pytest.mark.asyncio
 async def test_deadline_passing_while_polling_cancels_the_job(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
-    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 12))
+    payload = await only_event(
+        make_trigger(server, poll_interval=5, deadline=deadline_at(clock.now + 12, "timeout", 12))
+    )
 
-    assert payload["status"] == "timeout"
+    assert payload["kind"] == "timeout"
+    assert payload["message"] == f"job {JOB} did not finish within timeout=12 s; it was canceled"
+    assert (payload["limit"], payload["canceled"]) == ("timeout", True)
     assert clock.sleeps == [5.0, 5.0, 2.0]  # the last pause ends at the deadline, not after it
     assert len(server.gets) == 3
     assert len(server.cancels) == 1
@@ -270,9 +290,9 @@ async def test_deadline_passing_while_polling_cancels_the_job(conn, clock):
 @pytest.mark.asyncio
 async def test_deadline_during_error_backoff_is_kept(conn, clock):
     server = FakeServer((503, "<html>busy</html>"))
-    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 12))
+    payload = await only_event(make_trigger(server, poll_interval=5, deadline=deadline_at(clock.now + 12)))
 
-    assert payload["status"] == "timeout"
+    assert payload["kind"] == "timeout"
     assert clock.sleeps == [5.0, 7.0]  # backoff (10 s) cut short at the deadline
     assert len(server.cancels) == 1
 
@@ -281,11 +301,11 @@ async def test_deadline_during_error_backoff_is_kept(conn, clock):
 async def test_deadline_without_cancel_on_timeout_leaves_the_job(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")))
     trigger = make_trigger(
-        server, poll_interval=5, end_time=clock.now + 10, end_limit="timeout=10 s", cancel_on_timeout=False
+        server, poll_interval=5, deadline=deadline_at(clock.now + 10, "timeout", 10), cancel_on_timeout=False
     )
     payload = await only_event(trigger)
 
-    assert payload["status"] == "timeout"
+    assert payload["kind"] == "timeout"
     assert payload["message"] == f"job {JOB} did not finish within timeout=10 s"
     assert (payload["limit"], payload["canceled"]) == ("timeout", False)
     assert not server.cancels
@@ -295,10 +315,15 @@ async def test_deadline_without_cancel_on_timeout_leaves_the_job(conn, clock):
 @pytest.mark.asyncio
 async def test_deadline_cancel_failure_still_times_out(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(503, "<html>busy</html>"))
-    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 5))
+    payload = await only_event(
+        make_trigger(server, poll_interval=5, deadline=deadline_at(clock.now + 5, "execution_timeout", 5))
+    )
 
-    assert payload["status"] == "timeout"
-    assert payload["canceled"] is False and "canceling it failed" in payload["message"]
+    assert payload["kind"] == "timeout"
+    assert payload["message"] == (
+        f"job {JOB} did not finish within execution_timeout=5 s; canceling it failed (see the log above)"
+    )
+    assert (payload["limit"], payload["canceled"]) == ("execution_timeout", False)
     assert len(server.cancels) == 1
     assert payload["job"]["status"] == "running"  # falls back to the last job seen
 
@@ -306,8 +331,8 @@ async def test_deadline_cancel_failure_still_times_out(conn, clock):
 @pytest.mark.asyncio
 async def test_job_finishing_before_deadline_is_not_canceled(conn, clock):
     server = FakeServer((200, job_body(JOB, "running")), (200, job_body(JOB, "succeeded")))
-    payload = await only_event(make_trigger(server, poll_interval=5, end_time=clock.now + 60))
-    assert payload["status"] == "success"
+    payload = await only_event(make_trigger(server, poll_interval=5, deadline=deadline_at(clock.now + 60)))
+    assert payload["kind"] == "ended"
     assert not server.cancels
 
 
@@ -320,17 +345,14 @@ def test_serialize_round_trip():
         job_id=JOB,
         scriptrunner_conn_id="sr_other",
         poll_interval=3,
-        end_time=1_800_000_123.5,
+        deadline=Deadline(1_800_000_123.5, "execution_timeout", 20).to_dict(),
+        idle={"idle_timeout": 30, "sizes": [10, 3], "since": 1_800_000_100.0},
         cancel_on_kill=False,
-        max_consecutive_errors=4,
         cancel_on_timeout=False,
-        end_limit="execution_timeout=20 s",
         stream_logs=True,
         log_offsets={"stdout": 10, "stderr": 3},
         log_page_bytes=1024,
-        idle_timeout=30,
-        idle_sizes=[10, 3],
-        idle_since=1_800_000_100.0,
+        max_consecutive_errors=4,
     )
     classpath, kwargs = trigger.serialize()
 
@@ -345,29 +367,31 @@ def test_serialize_round_trip():
         "job_id": JOB,
         "scriptrunner_conn_id": "sr_other",
         "poll_interval": 3.0,
-        "end_time": 1_800_000_123.5,
+        "deadline": {"at": 1_800_000_123.5, "limit": "execution_timeout", "seconds": 20.0},
+        "idle": {"idle_timeout": 30.0, "sizes": [10, 3], "since": 1_800_000_100.0},
         "cancel_on_kill": False,
-        "max_consecutive_errors": 4,
         "cancel_on_timeout": False,
-        "end_limit": "execution_timeout=20 s",
         "stream_logs": True,
         "log_offsets": {"stdout": 10, "stderr": 3},
         "log_page_bytes": 1024,
-        "idle_timeout": 30.0,
-        "idle_sizes": [10, 3],
-        "idle_since": 1_800_000_100.0,
+        "max_consecutive_errors": 4,
     }
+    # The rebuilt trigger holds the limits themselves, not text to parse.
+    assert rebuilt.deadline == Deadline(1_800_000_123.5, "execution_timeout", 20.0)
+    assert (rebuilt.idle.idle_timeout, rebuilt.idle.sizes, rebuilt.idle.since) == (
+        30.0,
+        (10, 3),
+        1_800_000_100.0,
+    )
 
 
 def test_serialize_defaults_round_trip():
     classpath, kwargs = ScriptRunnerJobTrigger(job_id=JOB).serialize()
     rebuilt = ScriptRunnerJobTrigger(**json.loads(json.dumps(kwargs)))
     assert rebuilt.serialize() == (classpath, kwargs)
-    assert (
-        kwargs["end_time"] is None
-        and kwargs["cancel_on_kill"] is True
-        and kwargs["cancel_on_timeout"] is True
-    )
+    assert (kwargs["deadline"], kwargs["idle"]) == (None, None)
+    assert (kwargs["cancel_on_kill"], kwargs["cancel_on_timeout"]) == (True, True)
+    assert rebuilt.deadline is None and rebuilt.idle.idle_timeout is None
 
 
 @pytest.mark.asyncio
@@ -378,7 +402,7 @@ async def test_event_payload_round_trips_through_json(conn, clock):
     wire = json.loads(json.dumps(payload))
     assert wire == payload
     event = JobEvent.from_dict(wire)
-    assert event.status == "failure"
+    assert event.kind is EventKind.ENDED
     assert event.job_id == JOB
     assert event.job == ScriptRunnerJob.from_api(body)
     assert event.job.status is JobStatus.FAILED and event.job.exit_code == 3 and event.job.stdout_truncated
@@ -392,13 +416,13 @@ async def test_event_payload_round_trips_through_json(conn, clock):
 @pytest.mark.asyncio
 async def test_run_closes_the_client_before_yielding(conn, clock):
     trigger = make_trigger(FakeServer((200, job_body(JOB, "succeeded"))))
-    client = await trigger._hook.get_client()
+    backend = await trigger._hook.get_backend()
     events = trigger.run()
     event = await events.__anext__()
 
-    assert event.payload["status"] == "success"
-    assert client.is_closed
-    assert trigger._hook._client is None
+    assert event.payload["kind"] == "ended"
+    assert backend.client.is_closed
+    assert trigger._hook._backend is None
     with pytest.raises(StopAsyncIteration):
         await events.__anext__()
 
@@ -406,9 +430,9 @@ async def test_run_closes_the_client_before_yielding(conn, clock):
 @pytest.mark.asyncio
 async def test_cleanup_closes_the_client(conn):
     trigger = make_trigger(FakeServer((200, job_body(JOB, "running"))))
-    client = await trigger._hook.get_client()
+    backend = await trigger._hook.get_backend()
     await trigger.cleanup()
-    assert client.is_closed and trigger._hook._client is None
+    assert backend.client.is_closed and trigger._hook._backend is None
     await trigger.cleanup()  # twice is harmless
 
 
@@ -432,7 +456,7 @@ async def test_own_hook_is_lazy_and_does_not_retry(set_connection, clock):
 
     payload = await only_event(trigger)
 
-    assert payload["status"] == "error"
+    assert payload["kind"] == "error"
     assert len(server.gets) == 1
     assert str(server.gets[0].url) == f"http://sr.test:8080/jobs/{JOB}"
 
@@ -446,7 +470,7 @@ def on_try(trigger, state, owner=1, try_number=1):
     trigger.task_instance = SimpleNamespace(
         dag_id="d", task_id="run", run_id="r", map_index=-1, try_number=try_number
     )
-    trigger._task_instance_state = state_returning(state)
+    trigger._task_state = state_returning(state)
     trigger._owner_try = state_returning(owner)
     return trigger
 
@@ -456,12 +480,12 @@ def on_try(trigger, state, owner=1, try_number=1):
 async def test_on_kill_cancels_when_the_try_ended(conn, state):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
     trigger = on_try(make_trigger(server), state)
-    client = await trigger._hook.get_client()
+    backend = await trigger._hook.get_backend()
 
     await trigger.on_kill()
 
     assert len(server.cancels) == 1
-    assert client.is_closed  # on_kill also releases the client
+    assert backend.client.is_closed  # on_kill also releases the client
 
 
 @pytest.mark.asyncio
@@ -503,22 +527,55 @@ async def test_the_job_goes_on_unless_this_try_is_over(conn, task_log, state, ow
 
 
 @pytest.mark.asyncio
-async def test_airflow_ending_the_deferral_after_the_deadline_cancels(conn, clock):
+async def test_airflow_ending_the_deferral_after_the_deadline_cancels(conn, clock, task_log):
     # Airflow's own trigger timeout puts the task back to SCHEDULED on the same try (to fail it).
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
     trigger = on_try(
-        make_trigger(server, end_time=clock.now - 1, end_limit="execution_timeout=20 s"), "scheduled"
+        make_trigger(server, deadline=deadline_at(clock.now - 1, "execution_timeout", 20)), "scheduled"
     )
     await trigger.on_kill()
     assert len(server.cancels) == 1
+    assert (
+        f"Canceled job {JOB} because Airflow ended the deferral after execution_timeout=20 s passed "
+        "(task scheduled)"
+    ) in task_log.text
 
 
 @pytest.mark.asyncio
-async def test_an_unreadable_owner_record_leaves_the_decision_to_the_state(conn):
+async def test_a_cleared_task_before_its_deadline_keeps_its_job(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")))
+    trigger = on_try(
+        make_trigger(server, deadline=deadline_at(clock.now + 1, "execution_timeout", 20)), "scheduled"
+    )
+    assert await trigger.cancel_verdict() == CancelVerdict(
+        False, "the task was cleared (now scheduled): its next try reattaches to the job"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_state_read_that_hangs_leaves_the_job_alone(conn, monkeypatch):
+    monkeypatch.setattr(trigger_module, "STATE_READ_TIMEOUT", 0.01)
+    server = FakeServer((200, job_body(JOB, "running")))
+    trigger = on_try(make_trigger(server), "failed")
+
+    async def hangs():
+        await _real_sleep(10)
+
+    trigger._task_state = hangs
+    assert await trigger.cancel_verdict() == CancelVerdict(
+        False, "could not read the task's state (TimeoutError: )"
+    )
+    await trigger.on_kill()
+    assert not server.requests
+
+
+@pytest.mark.asyncio
+async def test_an_unreadable_owner_record_leaves_the_decision_to_the_state(conn, task_log):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
     trigger = on_try(make_trigger(server), "failed", owner=RuntimeError("no XCom"))
     await trigger.on_kill()
     assert len(server.cancels) == 1
+    assert f"Could not read which try owns job {JOB} (no XCom); deciding by the task's state" in task_log.text
 
 
 @pytest.mark.asyncio
@@ -545,8 +602,11 @@ async def test_on_kill_survives_a_failed_cancel(conn):
 async def test_no_cancel_without_task_instance():
     trigger = ScriptRunnerJobTrigger(job_id=JOB)
     assert trigger.task_instance is None  # as under `airflow dags test`
-    cancel, why = await trigger.cancel_decision()
-    assert cancel is False and "could not read the task's state" in why
+    assert await trigger.cancel_verdict() == CancelVerdict(
+        False,
+        "could not read the task's state "
+        "(LookupError: the trigger has no task instance (e.g. under `airflow dags test`))",
+    )
 
 
 @pytest.mark.asyncio
@@ -561,7 +621,7 @@ async def test_no_cancel_without_task_instance():
     ],
     ids=["unmapped-deferred", "unmapped-failed", "mapped-deferred", "mapped-failed", "no-map-index"],
 )
-async def test_cancel_decision_reads_the_task_state_and_owner(
+async def test_cancel_verdict_reads_the_task_state_and_owner(
     monkeypatch, map_index, states, expected_map_index, cancel
 ):
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
@@ -585,7 +645,7 @@ async def test_cancel_decision_reads_the_task_state_and_owner(
         dag_id="dag_a", task_id="watch", run_id="run_1", map_index=map_index, try_number=4
     )
 
-    assert (await trigger.cancel_decision())[0] is cancel
+    assert (await trigger.cancel_verdict()).cancel is cancel
     assert state_calls == [
         {"dag_id": "dag_a", "task_ids": ["watch"], "run_ids": ["run_1"], "map_index": expected_map_index}
     ]
@@ -670,6 +730,43 @@ def test_rejects_max_consecutive_errors_below_one(max_consecutive_errors):
         ScriptRunnerJobTrigger(job_id=JOB, max_consecutive_errors=max_consecutive_errors)
 
 
-def test_accepts_smallest_valid_values():
-    trigger = ScriptRunnerJobTrigger(job_id=JOB, poll_interval=0.01, max_consecutive_errors=1)
-    assert trigger.poll_interval == 0.01 and trigger.max_consecutive_errors == 1
+@pytest.mark.asyncio
+async def test_the_smallest_valid_values_work(conn, clock):
+    # One failed poll is enough to give up; a 10 ms poll interval is kept as given.
+    server = FakeServer((200, job_body(JOB, "running")), (503, "<html>busy</html>"))
+    payload = await only_event(make_trigger(server, poll_interval=0.01, max_consecutive_errors=1))
+
+    assert payload["kind"] == "error"
+    assert payload["message"].startswith(f"gave up following job {JOB} after 1 failed polls in a row: ")
+    assert len(server.gets) == 2
+    assert clock.sleeps == [pytest.approx(0.01)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"deadline": "execution_timeout=20 s"}, "deadline must be a dict"),
+        ({"deadline": {"at": 1_800_000_000.0, "limit": "timeout"}}, "deadline"),
+        ({"idle": 30}, "idle must be a dict"),
+        ({"idle": {"idle_timeout": -1}}, "idle_timeout must be a positive number"),
+        ({"log_offsets": {"both": 3}}, "log_offsets must map 'stdout'/'stderr'"),
+        ({"log_offsets": {"stdout": -1}}, r"log_offsets\['stdout'\]"),
+        ({"log_page_bytes": 0}, "log_page_bytes"),
+        ({"job_id": ".."}, "is not a job id"),
+        ({"scriptrunner_conn_id": " "}, "scriptrunner_conn_id"),
+    ],
+    ids=[
+        "deadline-text",
+        "deadline-incomplete",
+        "idle-number",
+        "idle-negative",
+        "offsets-unknown-stream",
+        "offsets-negative",
+        "page-zero",
+        "job-id",
+        "conn-id",
+    ],
+)
+def test_rejects_bad_arguments_before_deferring(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ScriptRunnerJobTrigger(**{"job_id": JOB, **kwargs})

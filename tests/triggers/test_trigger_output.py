@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
-from airflow_provider_scriptrunner.models import JobEvent
+from airflow_provider_scriptrunner.task.limits import Deadline
+from airflow_provider_scriptrunner.task.outcome import JobEvent
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import job_body, log_page, mixed_text
 from tests.triggers.test_scriptrunner_trigger import only_event
@@ -80,6 +81,11 @@ def make(server: GrowingJob, **kwargs) -> ScriptRunnerJobTrigger:
     return trigger
 
 
+def lines_of(data: bytes) -> list[str]:
+    lines = data.decode().split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def logged(task_log, stream="stdout") -> list[str]:
     prefix = f"info: [{stream}] "
     return [line[len(prefix) :] for line in task_log.text.splitlines() if line.startswith(prefix)]
@@ -123,8 +129,8 @@ async def test_offsets_exclude_a_held_partial_line_when_the_trigger_stops_early(
     # A timeout event while a partial line is held: the offset is where that line starts, so the
     # worker logs it whole.
     server = GrowingJob([("running", "done\npart é".encode(), b"")])
-    payload = await only_event(make(server, end_time=clock.now + 7))
-    assert payload["status"] == "timeout"
+    payload = await only_event(make(server, deadline=Deadline(clock.now + 7, "timeout", 7).to_dict()))
+    assert payload["kind"] == "timeout"
     assert logged(task_log) == ["done"]
     assert payload["log_offsets"] == {"stdout": len(b"done\n"), "stderr": 0}
 
@@ -168,6 +174,38 @@ async def test_no_log_requests_while_nothing_new_was_written(conn, clock):
 
 
 @pytest.mark.asyncio
+async def test_a_finished_jobs_rest_comes_from_its_preview_when_that_is_all_of_it(conn, clock, task_log):
+    server = GrowingJob(
+        [("running", "one é\n".encode(), b""), ("succeeded", "one é\ntwo €\nthree".encode(), b"")],
+        stdoutPreview="one é\ntwo €\nthree",
+    )
+    payload = await only_event(make(server))
+
+    assert logged(task_log) == ["one é", "two €", "three"]
+    offsets = [int(parse_qs(r.url.query.decode())["offset"][0]) for r in server.logs_requests("stdout")]
+    assert offsets == [0]  # the rest came from the preview: no request once the job had ended
+    assert payload["log_offsets"]["stdout"] == len("one é\ntwo €\nthree".encode())
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("output", "preview"),
+    [
+        (b"a\nb\nc\n", "c\n"),  # the preview is only the end
+        ("€ and more\n".encode(), "\ufffd\ufffd and more\n"),  # the preview starts inside a character
+    ],
+    ids=["end-only", "cut-character"],
+)
+async def test_a_preview_that_is_not_all_of_the_output_is_not_used(conn, clock, task_log, output, preview):
+    server = GrowingJob([("succeeded", output, b"")], stdoutPreview=preview)
+    payload = await only_event(make(server))
+
+    assert logged(task_log) == lines_of(output)
+    assert len(server.logs_requests("stdout")) == 1
+    assert payload["log_offsets"]["stdout"] == len(output)
+
+
+@pytest.mark.asyncio
 async def test_stream_logs_false_reads_no_logs(conn, clock, task_log):
     server = GrowingJob([("running", b"x\n", b""), ("succeeded", b"x\ny\n", b"")])
     payload = await only_event(make(server, stream_logs=False))
@@ -193,9 +231,9 @@ async def test_a_truncated_stream_is_reported_once(conn, clock, task_log):
 @pytest.mark.asyncio
 async def test_a_stalled_job_is_canceled(conn, clock):
     server = GrowingJob([("queued", b"", b"")] * 3 + [("running", b"hello\n", b"")])
-    payload = await only_event(make(server, poll_interval=5, idle_timeout=12))
-    assert payload["status"] == "timeout" and payload["limit"] == "idle_timeout"
-    assert "no output for 12 s" in payload["message"]
+    payload = await only_event(make(server, poll_interval=5, idle={"idle_timeout": 12}))
+    assert payload["kind"] == "timeout" and payload["limit"] == "idle_timeout"
+    assert payload["message"] == f"job {JOB} was canceled: no output for 12 s (idle_timeout=12 s)"
     assert payload["canceled"] is True and len(server.cancels) == 1
     # Queued polls did not count: running seen at t=15, stalled at t=27 (not 12).
     assert clock.sleeps == [5.0, 5.0, 5.0, 5.0, 5.0, 2.0]
@@ -205,9 +243,9 @@ async def test_a_stalled_job_is_canceled(conn, clock):
 async def test_a_job_that_keeps_writing_is_not_stalled(conn, clock):
     steps = [("running", b"x" * n, b"") for n in range(1, 9)] + [("succeeded", b"x" * 8, b"")]
     payload = await only_event(
-        make(server := GrowingJob(steps), poll_interval=5, idle_timeout=6, stream_logs=False)
+        make(server := GrowingJob(steps), poll_interval=5, idle={"idle_timeout": 6}, stream_logs=False)
     )
-    assert payload["status"] == "success" and not server.cancels
+    assert payload["kind"] == "ended" and not server.cancels
 
 
 @pytest.mark.asyncio
@@ -215,7 +253,11 @@ async def test_idle_state_from_the_worker_carries_over(conn, clock):
     # The worker saw these sizes 10 s before deferring; nothing grew since: 2 s left.
     server = GrowingJob([("running", b"ab", b"")])
     payload = await only_event(
-        make(server, idle_timeout=12, idle_sizes=[2, 0], idle_since=clock.now - 10, stream_logs=False)
+        make(
+            server,
+            idle={"idle_timeout": 12, "sizes": [2, 0], "since": clock.now - 10},
+            stream_logs=False,
+        )
     )
     assert payload["limit"] == "idle_timeout" and clock.sleeps == [2.0]
 
@@ -227,9 +269,9 @@ async def test_idle_detection_turns_off_for_a_truncated_stream(conn, clock, task
         make(
             server := GrowingJob(steps, truncated={"stdout"}),
             poll_interval=5,
-            idle_timeout=6,
+            idle={"idle_timeout": 6},
             stream_logs=False,
         )
     )
-    assert payload["status"] == "success" and not server.cancels  # never a false stall
+    assert payload["kind"] == "ended" and not server.cancels  # never a false stall
     assert task_log.text.count("idle_timeout is off") == 1

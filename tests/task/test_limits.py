@@ -1,13 +1,14 @@
-"""The limits a job is held to: the task deadline arithmetic and idle (stall) detection."""
+"""The limits a job is held to: the task deadline arithmetic, idle (stall) detection, and both as JSON."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_provider_scriptrunner.models import ScriptRunnerJob
-from airflow_provider_scriptrunner.watch import Deadline, IdleWatch, next_wake, task_deadline
+from airflow_provider_scriptrunner.client.models import ScriptRunnerJob
+from airflow_provider_scriptrunner.task.limits import Deadline, IdleWatch, next_wake, task_deadline
 from tests.conftest import job_body
 
 NOW = 1_800_000_100.0
@@ -111,17 +112,115 @@ def test_queued_time_does_not_count():
     assert watch.observe(job("running"), NOW + 1030) == "stalled"
 
 
-def test_state_carried_across_the_trigger_boundary():
+def through_json(data: dict) -> dict:
+    """``data`` as it crosses the trigger boundary (serialized trigger kwargs are JSON)."""
+    return json.loads(json.dumps(data))
+
+
+def test_idle_state_carried_across_the_trigger_boundary():
     watch = IdleWatch(30)
     watch.observe(job(stdoutSize=5, stderrSize=2), NOW)
-    state = watch.state()
-    assert state == {"idle_sizes": [5, 2], "idle_since": NOW}
-    resumed = IdleWatch(30, tuple(state["idle_sizes"]), state["idle_since"])
+    data = through_json(watch.to_dict())
+    assert data == {"idle_timeout": 30.0, "sizes": [5, 2], "since": NOW}
+
+    resumed = IdleWatch.from_dict(data)
+    assert (resumed.idle_timeout, resumed.sizes, resumed.since) == (30.0, (5, 2), NOW)
+    assert resumed.due() == NOW + 30
+    # Not restarted by the deferral: the same sizes 30 s after they were first seen are a stall.
+    assert resumed.observe(job(stdoutSize=5, stderrSize=2), NOW + 30) == "stalled"
+    grown = IdleWatch.from_dict(data)
+    assert grown.observe(job(stdoutSize=6, stderrSize=2), NOW + 30) is None  # it grew meanwhile
+
+
+def test_an_idle_watch_that_saw_nothing_yet_round_trips():
+    data = through_json(IdleWatch(12.5).to_dict())
+    assert data == {"idle_timeout": 12.5, "sizes": None, "since": None}
+    resumed = IdleWatch.from_dict(data)
+    assert (resumed.idle_timeout, resumed.sizes, resumed.since) == (12.5, None, None)
+    assert resumed.observe(job(stdoutSize=5), NOW) is None  # the clock starts now
+    assert resumed.due() == NOW + 12.5
+
+
+def test_no_idle_dict_is_a_watch_that_is_off():
+    watch = IdleWatch.from_dict(None)
+    assert watch.idle_timeout is None
     assert (
-        resumed.observe(job(stdoutSize=5, stderrSize=2), NOW + 30) == "stalled"
-    )  # not restarted by the deferral
-    fresh = IdleWatch(30, tuple(state["idle_sizes"]), state["idle_since"])
-    assert fresh.observe(job(stdoutSize=6, stderrSize=2), NOW + 30) is None  # it grew meanwhile
+        watch.observe(job(stdoutSize=5), NOW) is None
+        and watch.observe(job(stdoutSize=5), NOW + 10**6) is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ("idle_timeout=30", "idle must be a dict"),
+        ([30, [5, 2], NOW], "idle must be a dict"),
+        ({"idle_timeout": 30, "sizes": [5]}, "sizes"),
+        ({"idle_timeout": 30, "sizes": "5,2"}, "sizes"),
+        ({"idle_timeout": 30, "sizes": ["five", "two"]}, "five"),
+        ({"idle_timeout": 30, "sizes": [5, 2], "since": "yesterday"}, "since"),
+        ({"idle_timeout": 0}, "idle_timeout must be a positive number"),
+        ({"idle_timeout": "30"}, "idle_timeout must be a positive number"),
+    ],
+    ids=["string", "list", "one-size", "sizes-string", "sizes-not-numbers", "since-string", "zero", "text"],
+)
+def test_a_bad_idle_dict_is_refused(data, match):
+    with pytest.raises(ValueError, match=match):
+        IdleWatch.from_dict(data)
+
+
+# -- Deadline across the trigger boundary -----------------------------------------------------------
+
+
+def test_a_deadline_round_trips_through_json():
+    deadline = task_deadline(START, None, timedelta(seconds=20), NOW)
+    data = through_json(deadline.to_dict())
+    assert data == {"at": 1_800_000_020.0, "limit": "execution_timeout", "seconds": 20.0}
+    assert Deadline.from_dict(data) == Deadline(1_800_000_020.0, "execution_timeout", 20.0)
+    assert Deadline.from_dict(data).describe() == "execution_timeout=20 s"
+
+
+def test_no_deadline_dict_is_no_deadline():
+    assert Deadline.from_dict(None) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "execution_timeout=20 s",  # a formatted string is never parsed back
+        [1_800_000_020.0, "timeout", 20.0],
+        {"at": 1_800_000_020.0, "seconds": 20.0},
+        {"at": 1_800_000_020.0, "limit": "idle_timeout", "seconds": 20.0},
+        {"limit": "timeout", "seconds": 20.0},
+        {"at": 1_800_000_020.0, "limit": "timeout"},
+        {"at": "tomorrow", "limit": "timeout", "seconds": 20.0},
+        {"at": float("nan"), "limit": "timeout", "seconds": 20.0},
+        {"at": 1_800_000_020.0, "limit": "timeout", "seconds": 0},
+        {"at": 1_800_000_020.0, "limit": "timeout", "seconds": "20"},
+    ],
+    ids=[
+        "string",
+        "list",
+        "no-limit",
+        "unknown-limit",
+        "no-at",
+        "no-seconds",
+        "at-text",
+        "at-nan",
+        "seconds-zero",
+        "seconds-text",
+    ],
+)
+def test_a_bad_deadline_dict_is_refused(data):
+    with pytest.raises(ValueError, match="deadline"):
+        Deadline.from_dict(data)
+
+
+def test_a_deadline_has_passed_from_its_moment_on():
+    deadline = Deadline(NOW, "timeout", 10.0)
+    assert deadline.passed(NOW - 0.001) is False
+    assert deadline.passed(NOW) is True
+    assert deadline.passed(NOW + 1) is True
 
 
 @pytest.mark.parametrize("truncated", ["stdoutTruncated", "stderrTruncated"])

@@ -6,16 +6,23 @@ Connection settings: everything a request needs, derived once from an Airflow co
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_scriptrunner import __version__
-from airflow_provider_scriptrunner.constants import CONN_TYPE, DEFAULT_PORT, DEFAULT_RETRIES, DEFAULT_TIMEOUT
-from airflow_provider_scriptrunner.exceptions import ScriptRunnerConfigError
+from airflow_provider_scriptrunner.client.conn_fields import (
+    CONN_TYPE,
+    DEFAULT_PORT,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+)
+from airflow_provider_scriptrunner.client.errors import ScriptRunnerConfigError
 
-#: Sent with every request, as the anchors' hooks do.
+#: Sent with every request.
 USER_AGENT = f"airflow-provider-scriptrunner/{__version__}"
 
 
@@ -71,6 +78,16 @@ class ConnectionSettings:
         if self.auth_header:
             headers["Authorization"] = self.auth_header
         return headers
+
+    def key(self) -> tuple[Any, ...]:
+        """Everything that goes into an HTTP client: settings with equal keys can share one."""
+        return (
+            self.base_url,
+            self.timeout,
+            self.verify,
+            tuple(sorted(self.headers.items())),
+            self.auth_header,
+        )
 
 
 def build_base_url(host: str | None, port: int | None, schema: str | None) -> str:
@@ -157,35 +174,20 @@ def _auth_header(login: str | None, password: str | None) -> str | None:
     return None
 
 
-def connection_form_widgets() -> dict[str, Any]:
-    """The extra fields of the connection form for Airflow 3.1, built from :data:`CONN_FIELDS`."""
-    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-    from flask_babel import lazy_gettext
-    from wtforms import BooleanField, IntegerField, StringField
-    from wtforms.validators import NumberRange, Optional
+@functools.lru_cache(maxsize=8)
+def ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
+    """
+    The TLS setting of an async client: one context per setting for the whole process.
 
-    from airflow_provider_scriptrunner import CONN_FIELDS
+    Building a context loads the CA bundle (tens of ms of CPU and about 1 MB each), so every
+    client shares the one built here. ``verify`` is a CA bundle path, True (the CAs requests and
+    httpx trust, from certifi) or False (no verification, returned as False). Call it from a
+    worker thread, never on an event loop.
+    """
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    if not verify:
+        return False
+    import httpx
 
-    widgets: dict[str, Any] = {}
-    for name, spec in CONN_FIELDS.items():
-        label, schema = lazy_gettext(spec["label"]), spec["schema"]
-        if "boolean" in schema["type"]:
-            widgets[name] = BooleanField(label, default=schema.get("default"))
-        elif "integer" in schema["type"]:
-            validators = [Optional(), NumberRange(min=schema.get("minimum"))]
-            widgets[name] = IntegerField(
-                label, validators=validators, widget=BS3TextFieldWidget(), default=schema.get("default")
-            )
-        else:  # numbers are entered as text and parsed like any other extra
-            widgets[name] = StringField(label, widget=BS3TextFieldWidget())
-    return widgets
-
-
-async def aget_connection(hook: Any, conn_id: str) -> Any:
-    """The connection, without blocking the event loop (Airflow 3.2+ has ``aget_connection``)."""
-    aget = getattr(type(hook), "aget_connection", None)
-    if aget is not None:  # Airflow 3.2+
-        return await aget(conn_id)
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(hook.get_connection)(conn_id)
+    return httpx.create_ssl_context()

@@ -1,7 +1,7 @@
 """
-The async hook over real loopback HTTP, on both client libraries: the shared client's lifetime
-(per event loop and connection settings, counted by hook) and the same requests, errors and retries
-on aiohttp as on httpx.
+The async hook's backends over real loopback HTTP, on both client libraries: the shared client's
+lifetime (client/backends/pool.py: per event loop and connection settings, counted by hook) and the
+same requests, errors and retries on aiohttp as on httpx.
 """
 
 from __future__ import annotations
@@ -11,14 +11,18 @@ import json
 
 import pytest
 
-from airflow_provider_scriptrunner import async_clients
-from airflow_provider_scriptrunner.exceptions import (
+from airflow_provider_scriptrunner import __version__
+from airflow_provider_scriptrunner.client.backends import pool
+from airflow_provider_scriptrunner.client.backends.aiohttp_backend import AiohttpBackend, env_proxy
+from airflow_provider_scriptrunner.client.backends.httpx_backend import HttpxBackend
+from airflow_provider_scriptrunner.client.errors import (
     ScriptRunnerConnectionError,
     ScriptRunnerJobNotFoundError,
     ScriptRunnerResponseError,
     ScriptRunnerTimeoutError,
+    ScriptRunnerTLSError,
 )
-from airflow_provider_scriptrunner.hooks.scriptrunner import USER_AGENT, ScriptRunnerAsyncHook
+from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
 from tests.conftest import TOKEN, job_body
 
 
@@ -79,7 +83,15 @@ class LoopbackServer:
             writer.close()
 
 
-@pytest.fixture(params=async_clients.BACKENDS)
+LIBRARY_CLASS = {"aiohttp": AiohttpBackend, "httpx": HttpxBackend}
+
+
+def _closed(backend) -> bool:
+    """Whether the library's own client under ``backend`` is closed."""
+    return backend.client.is_closed if isinstance(backend, HttpxBackend) else backend.session.closed
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
 def backend(request, monkeypatch):
     """Run the test on each library of the shared client."""
     monkeypatch.setattr(ScriptRunnerAsyncHook, "http_client", request.param)
@@ -100,9 +112,10 @@ async def test_hooks_share_one_client_until_the_last_closes(set_connection, back
         first, second = ScriptRunnerAsyncHook(), ScriptRunnerAsyncHook()
         await first.health()
         await second.health()
-        client = await first.get_client()
-        assert await second.get_client() is client
-        assert async_clients.shared_count() == 1
+        client = await first.get_backend()
+        assert await second.get_backend() is client
+        assert isinstance(client, LIBRARY_CLASS[backend]) and client.shared_key is not None
+        assert pool.shared_count() == 1
         assert server.connections == 1  # one pool: the second hook reused the first one's connection
 
         await first.close()
@@ -110,13 +123,13 @@ async def test_hooks_share_one_client_until_the_last_closes(set_connection, back
         await second.health()
         await second.close()
         assert _closed(client)
-        assert async_clients.shared_count() == 0
+        assert pool.shared_count() == 0
 
         third = ScriptRunnerAsyncHook()
-        assert await third.get_client() is not client  # a new one after the last was closed
+        assert await third.get_backend() is not client  # a new one after the last was closed
         await third.close()
         await third.close()  # twice is harmless: counted once
-        assert async_clients.shared_count() == 0
+        assert pool.shared_count() == 0
 
 
 @pytest.mark.asyncio
@@ -126,7 +139,7 @@ async def test_other_settings_get_their_own_client(set_connection, backend):
         point_at(set_connection, server, "sr_b", headers={"X-Team": "b"})
         point_at(set_connection, server, "sr_c", headers={"X-Team": "b"})
         a, b, c = ScriptRunnerAsyncHook("sr_a"), ScriptRunnerAsyncHook("sr_b"), ScriptRunnerAsyncHook("sr_c")
-        clients = [await hook.get_client() for hook in (a, b, c)]
+        clients = [await hook.get_backend() for hook in (a, b, c)]
         assert clients[0] is not clients[1]
         assert clients[1] is clients[2]  # other connection id, same settings
         for hook in (a, b, c):
@@ -139,20 +152,20 @@ def test_each_event_loop_gets_its_own_client(set_connection, backend):
 
     async def one() -> tuple[object, int]:
         hook = ScriptRunnerAsyncHook()
-        client = await hook.get_client()
-        count = async_clients.shared_count()
+        client = await hook.get_backend()
+        count = pool.shared_count()
         await hook.close()
         return client, count
 
     async def both() -> None:
         hook = ScriptRunnerAsyncHook()
-        mine = await hook.get_client()
+        mine = await hook.get_backend()
         other, count = await asyncio.to_thread(asyncio.run, one())  # another loop, meanwhile
         assert other is not mine and count == 2
         await hook.close()
 
     asyncio.run(both())
-    assert async_clients.shared_count() == 0
+    assert pool.shared_count() == 0
 
 
 @pytest.mark.asyncio
@@ -161,10 +174,10 @@ async def test_concurrent_first_requests_create_one_client(set_connection, backe
         point_at(set_connection, server)
         hooks = [ScriptRunnerAsyncHook() for _ in range(20)]
         await asyncio.gather(*(hook.health() for hook in hooks), *(hooks[0].health() for _ in range(5)))
-        assert len({id(await hook.get_client()) for hook in hooks}) == 1
+        assert len({id(await hook.get_backend()) for hook in hooks}) == 1
         for hook in hooks:
             await hook.close()
-        assert async_clients.shared_count() == 0
+        assert pool.shared_count() == 0
 
 
 # -- the same requests and errors on either library ----------------------------------------------
@@ -189,7 +202,7 @@ class SlowServer(LoopbackServer):
 
 @pytest.mark.asyncio
 async def test_the_shared_pool_bounds_connections_to_the_server(set_connection, backend, monkeypatch):
-    monkeypatch.setattr(async_clients, "ASYNC_POOL_CONNECTIONS", 3)
+    monkeypatch.setattr(pool, "ASYNC_POOL_CONNECTIONS", 3)
     async with SlowServer() as server:
         point_at(set_connection, server)
         hooks = [ScriptRunnerAsyncHook() for _ in range(20)]
@@ -224,7 +237,7 @@ async def test_request_line_and_headers(set_connection, backend):
     assert log_line == "GET /jobs/job_1/logs?stream=stderr&offset=3&limit=5 HTTP/1.1"
     assert headers["authorization"] == f"Bearer {TOKEN}"
     assert headers["x-team"] == "data"
-    assert headers["user-agent"] == USER_AGENT
+    assert headers["user-agent"] == f"airflow-provider-scriptrunner/{__version__}"
     assert headers["accept"] == "application/json"
     assert "cookie" not in headers
 
@@ -281,6 +294,41 @@ async def test_errors_map_alike(set_connection, backend, unused_tcp_port):
     assert info.value.may_have_reached_server is False
 
 
+class NotTlsProxy(LoopbackServer):
+    """A proxy that accepts a CONNECT tunnel, then answers the TLS handshake with plain HTTP."""
+
+    async def _handle(self, reader, writer) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.requests.append((head.decode("latin-1").split("\r\n")[0], {}))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await reader.read(100)  # the ClientHello
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_tls_failure_says_so_and_never_shows_the_proxy_password(set_connection, backend, monkeypatch):
+    async with NotTlsProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://user:pa55@127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        set_connection(host="https://sr.test", extra={"retries": 0})
+        async with ScriptRunnerAsyncHook() as hook:
+            with pytest.raises(ScriptRunnerTLSError) as info:
+                await hook.health()
+    assert proxy.requests[0][0] == "CONNECT sr.test:443 HTTP/1.1"  # through the proxy, as configured
+    assert info.value.url == "https://sr.test/healthz" and info.value.may_have_reached_server is False
+    assert "WRONG_VERSION_NUMBER" in str(info.value)  # the TLS library's own reason
+    assert "pa55" not in str(info.value)
+
+
 @pytest.mark.asyncio
 async def test_proxy_from_the_environment(set_connection, backend, monkeypatch):
     async with LoopbackServer((200, job_body("j"))) as proxy:
@@ -298,20 +346,16 @@ def test_env_proxy_honours_no_proxy(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
     monkeypatch.setenv("NO_PROXY", "internal.test")
-    assert async_clients.env_proxy("https://sr.example:443") == "http://proxy.test:3128"
-    assert async_clients.env_proxy("https://internal.test:443") is None
-    assert async_clients.env_proxy("http://sr.example") is None
+    assert env_proxy("https://sr.example:443") == "http://proxy.test:3128"
+    assert env_proxy("https://internal.test:443") is None
+    assert env_proxy("http://sr.example") is None
 
 
 def test_unknown_client_library(set_connection, monkeypatch):
     set_connection(host="127.0.0.1", port=9)
     monkeypatch.setattr(ScriptRunnerAsyncHook, "http_client", "urllib")
     with pytest.raises(ValueError, match="http_client must be one of aiohttp, httpx"):
-        asyncio.run(ScriptRunnerAsyncHook().get_client())
-
-
-def _closed(client) -> bool:
-    return client.is_closed if hasattr(client, "is_closed") else client.closed
+        asyncio.run(ScriptRunnerAsyncHook().get_backend())
 
 
 @pytest.mark.asyncio

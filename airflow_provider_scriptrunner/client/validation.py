@@ -1,5 +1,5 @@
 """
-Input checks, in one place for hooks, operators, sensors, triggers and outcome rules.
+Input checks, in one place for the client, the hooks, the task logic and the adapters.
 
 Every check runs before any request is sent and raises ``ValueError`` (right kind, wrong value) or,
 for a wrong kind of value, ``TypeError`` for text and argument lists and :class:`ArgumentTypeError`
@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_scriptrunner.constants import LOG_STREAMS, MAX_LOG_PAGE_BYTES, MIN_LOG_PAGE_BYTES
+from airflow_provider_scriptrunner.client.models import LOG_STREAMS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 class ArgumentTypeError(TypeError, ValueError):
     """
-    A number of the wrong kind (``"5"``, ``None``, ``True``). Both a ``TypeError`` and, as these
-    checks raised before they were gathered here, a ``ValueError``: code catching either still works.
+    A number of the wrong kind (``"5"``, ``None``, ``True``): a ``TypeError`` that is also a
+    ``ValueError``, so that code catching bad input as ``ValueError`` catches it too.
     """
 
 
@@ -110,7 +110,7 @@ def validate_args(args: Any) -> list[str]:
     if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)):
         raise TypeError(
             f"args must be a list or tuple of strings, got {type(args).__name__}"
-            + (": wrap a single argument in a list, e.g. args=['value']" if isinstance(args, str) else "")
+            + (_string_args_hint(args) if isinstance(args, str) else "")
         )
     result = []
     for index, item in enumerate(args):
@@ -133,6 +133,14 @@ def validate_args(args: Any) -> list[str]:
     return result
 
 
+def _string_args_hint(args: str) -> str:
+    words = args.split()
+    if len(words) > 1:
+        # The server checks each argument against its pattern: "a b" as one argument is rejected.
+        return f": give each argument as its own item, e.g. args={words!r}"
+    return f": wrap a single argument in a list, e.g. args=[{args!r}]"
+
+
 def validate_job_id(job_id: Any) -> str:
     require_text(
         "job_id", job_id, "job_1795342284509_3", "pass the job id returned when the script was submitted"
@@ -151,18 +159,6 @@ def validate_stream(stream: Any) -> str:
 
 def offset(name: str, value: Any) -> int:
     return integer(name, value, minimum=0, what="a byte offset")
-
-
-def log_limit(value: Any) -> int | None:
-    """Bytes per log request, or None for the server's default."""
-    return optional_integer("limit", value, minimum=1, maximum=MAX_LOG_PAGE_BYTES, what="a number of bytes")
-
-
-def page_size(name: str, value: Any) -> int:
-    """Bytes per log request: a page must hold one whole UTF-8 character."""
-    return integer(
-        name, value, minimum=MIN_LOG_PAGE_BYTES, maximum=MAX_LOG_PAGE_BYTES, what="a number of bytes"
-    )
 
 
 def byte_count(name: str, value: Any) -> int:

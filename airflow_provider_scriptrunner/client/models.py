@@ -1,4 +1,4 @@
-"""Typed views of what script-runner returns: job status, job, log page.
+"""Typed views of what script-runner returns: job status, job (and a view of one of its streams), log page.
 
 These models are the only place that knows the server's JSON field names. They convert to
 plain JSON-safe dicts (``to_dict``) for XCom and trigger events, and back (``from_dict``).
@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: The two log streams of a job.
+LOG_STREAMS = ("stdout", "stderr")
 
 
 class JobStatus(str, enum.Enum):
@@ -70,6 +73,19 @@ def _opt_int(value: Any) -> int | None:
 
 
 @dataclass(frozen=True)
+class StreamView:
+    """
+    One log stream of a job: its size in bytes, whether the server stopped storing it
+    (``truncated``), and ``preview``, the end of the output as the job object carries it.
+    """
+
+    name: str
+    size: int
+    truncated: bool
+    preview: str
+
+
+@dataclass(frozen=True)
 class ScriptRunnerJob:
     """
     One run of a script, as the server reports it.
@@ -109,6 +125,14 @@ class ScriptRunnerJob:
     def was_killed_or_lost(self) -> bool:
         """True for ``failed`` with code -1: killed by a signal, or lost when the server restarted."""
         return self.status is JobStatus.FAILED and self.exit_code == -1
+
+    def stream(self, name: str) -> StreamView:
+        """What the job says about one of its log streams (``stdout`` or ``stderr``)."""
+        if name == "stdout":
+            return StreamView(name, self.stdout_size, self.stdout_truncated, self.stdout_preview)
+        if name == "stderr":
+            return StreamView(name, self.stderr_size, self.stderr_truncated, self.stderr_preview)
+        raise ValueError(f"stream must be 'stdout' or 'stderr', got {name!r}")
 
     @classmethod
     def from_api(cls, body: dict[str, Any]) -> ScriptRunnerJob:
@@ -195,66 +219,3 @@ class LogChunk:
     next_offset: int
     total_size: int
     truncated: bool
-
-
-#: Kinds of trigger event.
-EVENT_SUCCESS = "success"
-EVENT_FAILURE = "failure"
-EVENT_TIMEOUT = "timeout"
-EVENT_ERROR = "error"
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """
-    What a trigger reports back to the task: plain JSON across the trigger boundary.
-
-    ``status`` is ``success`` (the job ended succeeded), ``failure`` (it ended otherwise),
-    ``timeout`` (a limit passed first: ``limit`` names it, ``timeout``, ``execution_timeout`` or
-    ``idle_timeout``) or ``error`` (the job could not be followed). ``canceled`` says whether the
-    trigger canceled the job itself. ``log_offsets`` are the byte offsets of stdout and stderr up
-    to which the trigger wrote the output to the log; ``truncation_warned`` the streams whose
-    truncation it already reported.
-    """
-
-    status: str
-    message: str
-    job_id: str
-    job: ScriptRunnerJob | None = None
-    #: For ``error`` events: the server's error code when it gave one (e.g. JOB_NOT_FOUND).
-    error_code: str | None = None
-    limit: str | None = None
-    canceled: bool = False
-    log_offsets: dict[str, int] = field(default_factory=dict)
-    truncation_warned: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "message": self.message,
-            "job_id": self.job_id,
-            "job": self.job.to_dict() if self.job else None,
-            "error_code": self.error_code,
-            "limit": self.limit,
-            "canceled": self.canceled,
-            "log_offsets": dict(self.log_offsets),
-            "truncation_warned": list(self.truncation_warned),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobEvent:
-        if not isinstance(data, dict) or "status" not in data or "job_id" not in data:
-            raise ValueError(f"not a script-runner trigger event: {data!r:.200}")
-        job = data.get("job")
-        offsets = data.get("log_offsets") or {}
-        return cls(
-            status=data["status"],
-            message=data.get("message", ""),
-            job_id=data["job_id"],
-            job=ScriptRunnerJob.from_dict(job) if job else None,
-            error_code=data.get("error_code"),
-            limit=data.get("limit"),
-            canceled=bool(data.get("canceled", False)),
-            log_offsets={k: int(v) for k, v in offsets.items() if k in ("stdout", "stderr")},
-            truncation_warned=tuple(data.get("truncation_warned") or ()),
-        )

@@ -6,8 +6,9 @@ The limits a running job is held to, enforced alike by the worker loop and by th
 - :class:`IdleWatch`: ``idle_timeout``, a RUNNING job whose stdout and stderr sizes have not grown
   for that long is stalled.
 
-Both are plain numbers across the trigger boundary (epoch seconds, byte sizes): deadlines that
-cross into the triggerer are wall-clock times, never ``time.monotonic()`` values.
+Both cross the trigger boundary as small JSON dicts (``to_dict``/``from_dict``) of epoch seconds
+and byte sizes: deadlines that cross into the triggerer are wall-clock times, never
+``time.monotonic()`` values.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow_provider_scriptrunner.models import JobStatus, ScriptRunnerJob
-from airflow_provider_scriptrunner.validation import positive_seconds
+from airflow_provider_scriptrunner.client.models import JobStatus, ScriptRunnerJob
+from airflow_provider_scriptrunner.client.validation import offset, positive_seconds, timestamp
 
 TIMEOUT = "timeout"
 EXECUTION_TIMEOUT = "execution_timeout"
@@ -35,6 +36,24 @@ class Deadline:
     def describe(self) -> str:
         """How the failure message names the limit, e.g. ``execution_timeout=20 s``."""
         return f"{self.limit}={self.seconds:g} s"
+
+    def passed(self, now: float) -> bool:
+        return now >= self.at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "limit": self.limit, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Deadline | None:
+        if data is None:
+            return None
+        if not isinstance(data, dict) or data.get("limit") not in (TIMEOUT, EXECUTION_TIMEOUT):
+            raise ValueError(f"deadline must be a dict from Deadline.to_dict(), got {data!r:.200}")
+        at = timestamp("deadline['at']", data.get("at"))
+        seconds = positive_seconds("deadline['seconds']", data.get("seconds"))
+        if at is None or seconds is None:
+            raise ValueError(f"deadline needs 'at' and 'seconds', got {data!r:.200}")
+        return cls(at, data["limit"], seconds)
 
 
 def _epoch(start: datetime | float | None, now: float) -> float:
@@ -127,9 +146,30 @@ class IdleWatch:
             "(runner.maxLogBytesPerStream), so its sizes no longer grow and a stall cannot be told from work"
         )
 
-    def state(self) -> dict[str, Any]:
-        """Plain JSON for the trigger: ``idle_sizes`` and ``idle_since``."""
-        return {"idle_sizes": list(self.sizes) if self.sizes is not None else None, "idle_since": self.since}
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "idle_timeout": self.idle_timeout,
+            "sizes": list(self.sizes) if self.sizes is not None else None,
+            "since": self.since,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> IdleWatch:
+        """The watch :meth:`to_dict` describes; None: a watch that is off."""
+        if data is None:
+            return cls(None)
+        if not isinstance(data, dict):
+            raise ValueError(f"idle must be a dict from IdleWatch.to_dict(), got {data!r:.200}")
+        sizes = data.get("sizes")
+        if sizes is not None and (not isinstance(sizes, (list, tuple)) or len(sizes) != 2):
+            raise ValueError(f"idle['sizes'] must be [stdout size, stderr size], got {sizes!r:.80}")
+        return cls(
+            data.get("idle_timeout"),
+            (offset("idle['sizes'][0]", sizes[0]), offset("idle['sizes'][1]", sizes[1]))
+            if sizes is not None
+            else None,
+            timestamp("idle['since']", data.get("since")),
+        )
 
 
 def next_wake(now: float, delay: float, *due: float | None) -> float:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
+from airflow_provider_scriptrunner.client.models import ScriptRunnerJob
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
-from airflow_provider_scriptrunner.models import ScriptRunnerJob
-from airflow_provider_scriptrunner.output import TRUNCATION_MARKER, LineWriter, OutputCapture
+from airflow_provider_scriptrunner.task.output import (
+    TRUNCATION_MARKER,
+    LineWriter,
+    StreamFollower,
+    TailBuffer,
+)
 from tests.conftest import BASE_URL, job_body, log_page_callback, mixed_text
 
 JOB = "job_5_1"
@@ -45,6 +48,11 @@ def serve(requests_mock, stdout: bytes, stderr: bytes = b"", truncated: bool = F
 
 def finished(**fields) -> ScriptRunnerJob:
     return ScriptRunnerJob.from_api(job_body(JOB, "succeeded", **fields))
+
+
+def keeping(cap: int, page: int, log, offset: int = 0, **kwargs) -> StreamFollower:
+    """A stdout follower that keeps the last ``cap`` bytes for the return value."""
+    return StreamFollower("stdout", log, page, offset, tail=TailBuffer(cap), **kwargs)
 
 
 # -- LineWriter ----------------------------------------------------------------------------------
@@ -84,32 +92,32 @@ def test_empty_lines_are_kept():
     assert log.lines == ["[stdout] a", "[stdout] ", "[stdout] b"]
 
 
-# -- OutputCapture: priming after a trigger ------------------------------------------------------
+# -- StreamFollower: priming after a trigger ------------------------------------------------------
 
 
-def full_capture(requests_mock, blob: bytes, cap: int, page: int) -> tuple[str, bool]:
-    capture = OutputCapture("stdout", cap, page, ListLog())
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
-    capture.finish(finished(stdoutSize=len(blob)))
-    return capture.result()
+def full_read(requests_mock, blob: bytes, cap: int, page: int) -> tuple[str, bool]:
+    follower = keeping(cap, page, ListLog())
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower.finish(finished(stdoutSize=len(blob)))
+    return follower.result()
 
 
 @pytest.mark.parametrize("cap", [0, 1, 5, 64, 1000, 5000, 2 * 1048576])
-def test_prime_then_rest_gives_the_same_result_as_one_capture(conn, requests_mock, cap):
+def test_prime_then_rest_gives_the_same_result_as_one_read(conn, requests_mock, cap):
     # A trigger logged [0, offset); execute_complete primes the kept end from there and reads on.
     blob = mixed_text(3000)
     serve(requests_mock, blob)
-    expected = full_capture(requests_mock, blob, cap, page=97)
+    expected = full_read(requests_mock, blob, cap, page=97)
     text = blob.decode()
     for chars in range(0, len(text) + 1, 37):
         offset = len(text[:chars].encode())  # trigger offsets are character boundaries
         log = ListLog()
-        capture = OutputCapture("stdout", cap, 97, log, offset)
-        capture.prime(ScriptRunnerHook(), JOB)
+        follower = keeping(cap, 97, log, offset)
+        follower.prime(ScriptRunnerHook(), JOB)
         assert log.records == []  # priming never logs: the trigger did
-        capture.pump(ScriptRunnerHook(), JOB, complete=True)
-        capture.finish(finished(stdoutSize=len(blob)))
-        assert capture.result() == expected, f"cap={cap} offset={offset}"
+        follower.pump(ScriptRunnerHook(), JOB, complete=True)
+        follower.finish(finished(stdoutSize=len(blob)))
+        assert follower.result() == expected, f"cap={cap} offset={offset}"
         assert (
             "".join(m[len("[stdout] ") :] + "\n" for m in log.lines).rstrip("\n") == text[chars:].rstrip("\n")
             or not text[chars:]
@@ -119,26 +127,26 @@ def test_prime_then_rest_gives_the_same_result_as_one_capture(conn, requests_moc
 def test_prime_reads_only_the_end_it_needs(conn, requests_mock):
     blob = b"a" * 100_000
     serve(requests_mock, blob)
-    capture = OutputCapture("stdout", 100, 65536, ListLog(), offset=len(blob))
-    capture.prime(ScriptRunnerHook(), JOB)
+    follower = keeping(100, 65536, ListLog(), offset=len(blob))
+    follower.prime(ScriptRunnerHook(), JOB)
     (request,) = requests_mock.request_history
     assert (request.qs["offset"], request.qs["limit"]) == ([str(len(blob) - 103)], ["103"])
-    assert capture.result() == ("a" * 100, True)
+    assert follower.result() == ("a" * 100, True)
 
 
-# -- OutputCapture: the true end of truncated output ---------------------------------------------
+# -- StreamFollower: the true end of truncated output ---------------------------------------------
 
 
 def test_a_truncated_stream_ends_with_its_preview(conn, requests_mock):
     stored = b"line 1\nline 2\nline 3 (cut by the server"
     serve(requests_mock, stored, truncated=True)
     log = ListLog()
-    capture = OutputCapture("stdout", 1000, 65536, log)
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower = keeping(1000, 65536, log)
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
     job = finished(stdoutSize=len(stored), stdoutTruncated=True, stdoutPreview="\ufffdnd of it\nlast line\n")
-    capture.finish(job)
+    follower.finish(job)
 
-    text, truncated = capture.result()
+    text, truncated = follower.result()
     assert truncated is True
     assert text == stored.decode() + TRUNCATION_MARKER + "nd of it\nlast line\n"  # cut character dropped
     warnings = log.text("warning")
@@ -150,57 +158,85 @@ def test_a_truncated_stream_ends_with_its_preview(conn, requests_mock):
 def test_truncation_already_reported_by_the_trigger_is_not_reported_again(conn, requests_mock):
     serve(requests_mock, b"x\n", truncated=True)
     log = ListLog()
-    capture = OutputCapture("stdout", 100, 64, log, truncation_warned=True)
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
-    capture.finish(finished(stdoutSize=2, stdoutTruncated=True, stdoutPreview="tail\n"))
+    follower = keeping(100, 64, log, truncation_warned=True)
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower.finish(finished(stdoutSize=2, stdoutTruncated=True, stdoutPreview="tail\n"))
     assert log.text("warning") == ""
     assert log.lines == ["[stdout] x", "[stdout] tail"]
 
 
 def test_the_end_past_truncation_is_capped_like_the_rest(conn, requests_mock):
     serve(requests_mock, b"s" * 50, truncated=True)
-    capture = OutputCapture("stdout", 10, 64, ListLog())
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
-    capture.finish(finished(stdoutSize=50, stdoutTruncated=True, stdoutPreview="0123456789END"))
-    assert capture.result() == ("3456789END", True)
+    follower = keeping(10, 64, ListLog())
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower.finish(finished(stdoutSize=50, stdoutTruncated=True, stdoutPreview="0123456789END"))
+    assert follower.result() == ("3456789END", True)
 
 
 def test_no_preview_no_tail(conn, requests_mock):
     serve(requests_mock, b"abc", truncated=True)
-    capture = OutputCapture("stdout", 100, 64, ListLog())
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
-    capture.finish(finished(stdoutSize=3, stdoutTruncated=True))
-    assert capture.result() == ("abc", True)
+    follower = keeping(100, 64, ListLog())
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower.finish(finished(stdoutSize=3, stdoutTruncated=True))
+    assert follower.result() == ("abc", True)
 
 
 def test_an_untruncated_stream_ignores_the_preview(conn, requests_mock):
     serve(requests_mock, b"all of it\n")
-    capture = OutputCapture("stdout", 100, 64, ListLog())
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
-    capture.finish(finished(stdoutSize=10, stdoutPreview="all of it\n"))
-    assert capture.result() == ("all of it\n", False)
+    follower = keeping(100, 64, ListLog())
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower.finish(finished(stdoutSize=10, stdoutPreview="all of it\n"))
+    assert follower.result() == ("all of it\n", False)
 
 
-def test_emit_false_keeps_without_logging(conn, requests_mock, caplog):
-    serve(requests_mock, b"quiet\n")
+def test_a_follower_without_a_tail_only_logs(conn, requests_mock):
+    # The trigger's kind: everything goes to the log, nothing is kept, and there is nothing to prime.
+    serve(requests_mock, b"one\ntwo\n")
     log = ListLog()
-    capture = OutputCapture("stdout", 100, 64, log, emit=False)
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
-    capture.finish(finished(stdoutSize=6))
-    assert log.records == [] and capture.result() == ("quiet\n", False)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    follower = StreamFollower("stdout", log, 64, offset=4)
+    follower.prime(ScriptRunnerHook(), JOB)
+    assert requests_mock.call_count == 0
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower.finish(finished(stdoutSize=8))
+    assert log.lines == ["[stdout] two"] and follower.offset == 8
+
+
+def test_logged_offset_stops_before_a_line_still_being_written(conn, requests_mock):
+    # What a trigger reports as its log offset: the next reader starts there and logs the line whole.
+    serve(requests_mock, "done\nhalf é".encode())
+    log = ListLog()
+    follower = StreamFollower("stdout", log, 64)
+    follower.pump(ScriptRunnerHook(), JOB, complete=False)
+    assert (follower.offset, follower.logged_offset) == (12, 5)
+    assert log.lines == ["[stdout] done"]
+    follower.finish()
+    assert follower.logged_offset == 12 and log.lines == ["[stdout] done", "[stdout] half é"]
+
+
+def test_catch_up_reads_only_what_a_poll_reports_as_new(conn, requests_mock):
+    serve(requests_mock, b"ab\ncd\n")
+    hook, log = ScriptRunnerHook(), ListLog()
+    follower = keeping(100, 64, log)
+    running = ScriptRunnerJob.from_api(job_body(JOB, "running", stdoutSize=0))
+    follower.catch_up(hook, running)
+    assert requests_mock.call_count == 0  # the job reports no output: nothing to read
+    follower.catch_up(hook, ScriptRunnerJob.from_api(job_body(JOB, "running", stdoutSize=3)))
+    assert requests_mock.call_count == 1 and log.lines == ["[stdout] ab", "[stdout] cd"]
+    follower.catch_up(hook, finished(stdoutSize=6, stdoutPreview="ab\ncd\n"))
+    assert requests_mock.call_count == 1  # read to the end already
+    assert follower.result() == ("ab\ncd\n", False)
 
 
 def test_prime_with_a_cap_larger_than_a_page_reads_from_the_start(conn, requests_mock):
     blob = b"ab\n" * 400_000  # 1.2 MB: the kept end cannot come in one page ending at the offset
     serve(requests_mock, blob)
-    capture = OutputCapture("stdout", 2 * 1048576, 1048576, ListLog(), offset=len(blob))
-    capture.prime(ScriptRunnerHook(), JOB)
+    follower = keeping(2 * 1048576, 1048576, ListLog(), offset=len(blob))
+    follower.prime(ScriptRunnerHook(), JOB)
     assert requests_mock.request_history[0].qs["offset"] == ["0"]
-    assert capture.result() == (blob.decode(), False)
+    assert follower.result() == (blob.decode(), False)
 
 
-# -- OutputCapture: a finished job's preview instead of a log read --------------------------------
+# -- StreamFollower: a finished job's preview instead of a log read --------------------------------
 
 
 @pytest.mark.parametrize("cap", [0, 5, 1000, 5000])
@@ -208,20 +244,20 @@ def test_a_preview_that_is_all_of_the_output_replaces_the_log_read(conn, request
     blob = mixed_text(3000)
     text = blob.decode()
     serve(requests_mock, blob)
-    expected = full_capture(requests_mock, blob, cap, page=97)
+    expected = full_read(requests_mock, blob, cap, page=97)
     job = finished(stdoutSize=len(blob), stdoutPreview=text)
     for chars in range(0, len(text), 101):
         offset = len(text[:chars].encode())  # what a worker or trigger logged already: a character boundary
         requests_mock.reset_mock()
         log = ListLog()
-        capture = OutputCapture("stdout", cap, 97, log, offset)
-        capture.prime(ScriptRunnerHook(), JOB)
+        follower = keeping(cap, 97, log, offset)
+        follower.prime(ScriptRunnerHook(), JOB)
         primed = len(requests_mock.request_history)
-        assert capture.take_preview(job) is True
-        capture.finish(job)
+        assert follower.take_preview(job) is True
+        follower.finish(job)
         assert len(requests_mock.request_history) == primed  # nothing read past the priming
-        assert capture.result() == expected, f"cap={cap} offset={offset}"
-        assert capture.offset == len(blob)
+        assert follower.result() == expected, f"cap={cap} offset={offset}"
+        assert follower.offset == len(blob)
         assert "".join(m[len("[stdout] ") :] + "\n" for m in log.lines).rstrip("\n") == text[chars:].rstrip(
             "\n"
         )
@@ -238,14 +274,14 @@ def test_a_preview_that_is_all_of_the_output_replaces_the_log_read(conn, request
     ],
 )
 def test_a_preview_that_may_not_be_all_of_it_is_not_used(fields, why):
-    capture = OutputCapture("stdout", 100, 64, ListLog())
-    assert capture.take_preview(finished(**fields)) is False, why
-    assert (capture.offset, capture.result()) == (0, ("", False))
+    follower = keeping(100, 64, ListLog())
+    assert follower.take_preview(finished(**fields)) is False, why
+    assert (follower.offset, follower.result()) == (0, ("", False))
 
 
 def test_a_running_job_has_no_usable_preview():
     running = ScriptRunnerJob.from_api(job_body(JOB, "running", stdoutSize=3, stdoutPreview="abc"))
-    assert OutputCapture("stdout", 100, 64, ListLog()).take_preview(running) is False
+    assert keeping(100, 64, ListLog()).take_preview(running) is False
 
 
 @pytest.mark.parametrize("cap", [1, 2, 3, 5, 64, 999, 2999, 3000, 3001])
@@ -253,10 +289,10 @@ def test_a_running_job_has_no_usable_preview():
 def test_the_kept_end_is_the_last_cap_bytes_of_the_output(conn, requests_mock, cap, page):
     blob = mixed_text(3000)
     serve(requests_mock, blob)
-    capture = OutputCapture("stdout", cap, page, ListLog())
-    capture.pump(ScriptRunnerHook(), JOB, complete=True)
-    capture.finish(finished(stdoutSize=len(blob)))
+    follower = keeping(cap, page, ListLog())
+    follower.pump(ScriptRunnerHook(), JOB, complete=True)
+    follower.finish(finished(stdoutSize=len(blob)))
     cut = len(blob) > cap
     # The last ``cap`` bytes, less the end of a character the cap cut at the front.
     expected = blob[-cap:].decode("utf-8", errors="ignore") if cut else blob.decode()
-    assert capture.result() == (expected, cut)
+    assert follower.result() == (expected, cut)

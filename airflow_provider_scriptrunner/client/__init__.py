@@ -1,0 +1,1 @@
+"""The script-runner HTTP API, with no Airflow task logic: endpoints, errors, settings, backends, models, paging."""
