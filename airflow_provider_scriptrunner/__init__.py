@@ -23,7 +23,7 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": "Script Runner",
-                "external-doc-url": "https://pypi.org/project/airflow-provider-scriptrunner/",
+                "external-doc-url": "https://github.com/vince-hz/script-runner",
                 "tags": ["software"],
             }
         ],

@@ -25,7 +25,7 @@ from typing import Any
 from airflow.listeners import hookimpl
 
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
-from airflow_provider_scriptrunner.task.ownership import cancel_verdict
+from airflow_provider_scriptrunner.task.ownership import Owner, cancel_verdict
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def cancel_job_of_ended_deferral(task_instance: Any, state: str) -> bool:
         cancel_on_kill=trigger.cancel_on_kill,
         state=state,
         own_try=try_number,
-        owner_try=try_number,
+        own_job=trigger.job_id,
+        owner=None if try_number is None else Owner(try_number, trigger.job_id),
         deadline_passed=False,
     )
     if not verdict.cancel:

@@ -175,7 +175,9 @@ def _make_trigger(kind: str, job_id: str, poll: float) -> Any:
 
 def _fired_ok(kind: str, payload: Any) -> bool:
     if kind == SCRIPTRUNNER:
-        return isinstance(payload, dict) and payload.get("status") == "success"
+        if not isinstance(payload, dict) or payload.get("kind") != "ended":
+            return False
+        return isinstance(payload.get("job"), dict) and payload["job"].get("status") == "succeeded"
     return payload is True
 
 

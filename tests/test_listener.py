@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_provider_scriptrunner import listener
-from airflow_provider_scriptrunner._compat import TRIGGER_HAS_ON_KILL, TaskDeferred
+from airflow_provider_scriptrunner._compat import TaskDeferred
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
 from airflow_provider_scriptrunner.task.limits import Deadline
+from airflow_provider_scriptrunner.task.ownership import CancelVerdict, Owner
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import BASE_URL, job_body
 
@@ -57,6 +58,37 @@ def test_the_trigger_is_rebuilt_from_every_kwarg_it_serializes(set_connection, r
     assert requests_mock.call_count == 1
 
 
+@pytest.mark.parametrize("try_number", [3, None], ids=["try-3", "try-unknown"])
+def test_the_marked_try_owns_the_triggers_job(conn, requests_mock, monkeypatch, try_number):
+    # The user ended the task on its current try: that try, following the trigger's job, decides.
+    asked = []
+
+    def verdict(**inputs):
+        asked.append(inputs)
+        return CancelVerdict(True, "asked")
+
+    monkeypatch.setattr(listener, "cancel_verdict", verdict)
+    requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", json=job_body(JOB, "running"))
+    assert listener.cancel_job_of_ended_deferral(db_task_instance(try_number=try_number), "success") is True
+    assert asked == [
+        {
+            "cancel_on_kill": True,
+            "state": "success",
+            "own_try": try_number,
+            "own_job": JOB,
+            "owner": None if try_number is None else Owner(try_number, JOB),
+            "deadline_passed": False,
+        }
+    ]
+
+
+@pytest.mark.parametrize("try_number", [1, 5, None])
+def test_a_deferred_task_marked_failed_on_any_try_gets_its_job_canceled(conn, requests_mock, try_number):
+    requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", json=job_body(JOB, "running"))
+    assert listener.cancel_job_of_ended_deferral(db_task_instance(try_number=try_number), "failed") is True
+    assert [r.path for r in requests_mock.request_history] == [f"/jobs/{JOB}/cancel"]
+
+
 @pytest.mark.parametrize(
     "ti",
     [SimpleNamespace(), db_task_instance(classpath="other.Trigger")],
@@ -93,13 +125,11 @@ def test_a_failed_cancel_never_fails_the_request(conn, requests_mock, caplog):
 
 
 def test_airflow_calls_the_listener_through_the_provider_plugin(conn, requests_mock):
-    # Found through the ``airflow.plugins`` entry point, as the api-server finds it.
+    # Found through the ``airflow.plugins`` entry point, as the api-server finds it, on every release.
     from airflow.listeners.listener import get_listener_manager
 
     manager = get_listener_manager()
-    if not TRIGGER_HAS_ON_KILL:  # Airflow 3.1/3.2: the trigger's own cancel path applies alone
-        assert not manager.pm.is_registered(listener)
-        return
+    assert manager.pm.is_registered(listener)
     requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", json=job_body(JOB, "running"))
     manager.hook.on_task_instance_failed(
         previous_state=None, task_instance=db_task_instance(), error="marked"

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from airflow_provider_scriptrunner._compat import AirflowFailException
 from airflow_provider_scriptrunner.client.errors import ScriptRunnerError
 from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
+from airflow_provider_scriptrunner.task.outcome import retry_can_help
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow.sdk import Context
 
 XCOM_JOB_ID = "job_id"
 XCOM_JOB_URL = "job_url"
 DEFAULT_MAX_OUTPUT_BYTES = 65536
+
+
+@contextmanager
+def without_retries_when_futile(*, job_given: bool = False) -> Iterator[None]:
+    """Fail the task at once, keeping its retries unused, where another try would fail the same way."""
+    try:
+        yield
+    except Exception as err:
+        if retry_can_help(err, job_given=job_given):
+            raise
+        raise AirflowFailException(f"{err} (not retried: another try would fail the same way)") from err
 
 
 class ScriptRunnerJobLink(BaseOperatorLink):

@@ -9,7 +9,11 @@ from airflow_provider_scriptrunner.client import validation
 from airflow_provider_scriptrunner.client.errors import ScriptRunnerJobError
 from airflow_provider_scriptrunner.client.models import LOG_STREAMS, JobStatus
 from airflow_provider_scriptrunner.client.paging import DEFAULT_LOG_PAGE_BYTES, page_size_check
-from airflow_provider_scriptrunner.operators._base import DEFAULT_MAX_OUTPUT_BYTES, ScriptRunnerOperatorBase
+from airflow_provider_scriptrunner.operators._base import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    ScriptRunnerOperatorBase,
+    without_retries_when_futile,
+)
 from airflow_provider_scriptrunner.task.output import StreamFollower, TailBuffer
 
 if TYPE_CHECKING:
@@ -40,9 +44,10 @@ class ScriptRunnerSubmitScriptOperator(ScriptRunnerOperatorBase):
         self.args = args
 
     def execute(self, context: Context) -> str:
-        script_id = validation.validate_script_id(self.script_id)
-        args = validation.validate_args(self.args)
-        job_id = self.hook.submit_script(script_id, args)
+        with without_retries_when_futile():
+            script_id = validation.validate_script_id(self.script_id)
+            args = validation.validate_args(self.args)
+            job_id = self.hook.submit_script(script_id, args)
         self.log.info("Submitted script %r with args %s as job %s", script_id, args, job_id)
         self._publish_job(context, job_id)
         return job_id
@@ -71,8 +76,9 @@ class ScriptRunnerCancelJobOperator(ScriptRunnerOperatorBase):
         self.poll_interval = validation.required_seconds("poll_interval", poll_interval)
 
     def execute(self, context: Context) -> str:
-        job_id = validation.validate_job_id(self.job_id)
-        job = self.hook.cancel_job(job_id)
+        with without_retries_when_futile(job_given=True):
+            job_id = validation.validate_job_id(self.job_id)
+            job = self.hook.cancel_job(job_id)
         self._publish_job(context, job_id)
         if job.is_terminal and job.status is not JobStatus.CANCELED:
             self.log.info("Job %s had already ended (%s); nothing to cancel", job_id, job.status.value)
@@ -131,12 +137,13 @@ class ScriptRunnerGetJobLogsOperator(ScriptRunnerOperatorBase):
         self.log_page_bytes = page_size_check("log_page_bytes", log_page_bytes)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        job_id = validation.validate_job_id(self.job_id)
-        if self.stream not in (*LOG_STREAMS, "both"):
-            raise ValueError(f"stream must be 'stdout', 'stderr' or 'both', got {self.stream!r}")
+        with without_retries_when_futile(job_given=True):
+            job_id = validation.validate_job_id(self.job_id)
+            if self.stream not in (*LOG_STREAMS, "both"):
+                raise ValueError(f"stream must be 'stdout', 'stderr' or 'both', got {self.stream!r}")
+            job = self.hook.get_job(job_id)
         streams = LOG_STREAMS if self.stream == "both" else (self.stream,)
         # A running job's last character may still be half written: hold it back then.
-        job = self.hook.get_job(job_id)
         self._publish_job(context, job_id)
         complete = job.is_terminal
         result: dict[str, Any] = {"job_id": job_id}

@@ -22,6 +22,7 @@ from airflow_provider_scriptrunner.operators._base import (
     DEFAULT_MAX_OUTPUT_BYTES,
     XCOM_JOB_ID,
     ScriptRunnerOperatorBase,
+    without_retries_when_futile,
 )
 from airflow_provider_scriptrunner.task import ownership
 from airflow_provider_scriptrunner.task.limits import (
@@ -137,13 +138,15 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
     # -- execute ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        script_id = validation.validate_script_id(self.script_id)
-        args = validation.validate_args(self.args)
+        with without_retries_when_futile():
+            script_id = validation.validate_script_id(self.script_id)
+            args = validation.validate_args(self.args)
         deadline = self._deadline(context)
         record = JobRecord.of(context, self.log)
-        job = self._previous_job(record)
+        job = self._previous_job(record, retrying=ownership.is_retry(context.get("ti"), self.retries))
         if job is None:
-            job_id = self.job_id = self.hook.submit_script(script_id, args)
+            with without_retries_when_futile():
+                job_id = self.job_id = self.hook.submit_script(script_id, args)
             self.log.info("Submitted script %r with args %s as job %s", script_id, args, job_id)
             record.set(job_id)
             if self._killed_during_submit:
@@ -151,6 +154,8 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         else:
             job_id = self.job_id = job.job_id
         self._publish_job(context, job_id)
+        if job is not None and job.is_terminal:  # an earlier try's job that succeeded
+            return self._finish(record, job, self._followers())
         watch = IdleWatch(self.idle_timeout)
         if self.deferrable:
             job = job or self.hook.get_job(job_id)
@@ -169,7 +174,7 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         )
 
     def _defer(self, context: Context, job_id: str, deadline: Deadline | None, watch: IdleWatch) -> None:
-        ownership.record_owner(context["ti"])
+        ownership.record_owner(context["ti"], job_id)
         self.defer(
             trigger=ScriptRunnerJobTrigger(
                 job_id=job_id,
@@ -192,6 +197,8 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
         """Resume after the trigger fired."""
         result = JobEvent.from_dict(event)
+        if not ownership.same_try(context["ti"], result.task):
+            return self._follow_own_job(context, result)
         self.job_id = result.job_id
         self._link_job(result.job_id)
         record = JobRecord.of(context, self.log)
@@ -210,12 +217,42 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
             follower.prime(self.hook, result.job_id)  # the end of what the trigger logged, for the result
         return self._finish(record, self.hook.get_job(result.job_id), followers)
 
+    def _recorded_job_id(self, context: Context, record: JobRecord) -> str | None:
+        """This try's job: from the record, or from the XCom pushed when it was submitted."""
+        job_id = record.get() or context["ti"].xcom_pull(task_ids=self.task_id, key=XCOM_JOB_ID)
+        return job_id if isinstance(job_id, str) and job_id else None
+
+    def _follow_own_job(self, context: Context, stray: JobEvent) -> dict[str, Any] | None:
+        """
+        The event of another try's trigger reached this try (on SQLite, a new deferral can get the
+        id of a trigger row that was just deleted while its trigger still ran): ignore it and follow
+        this try's own job, as the trigger it never got would have.
+        """
+        record = JobRecord.of(context, self.log)
+        job_id = self._recorded_job_id(context, record)
+        self.log.warning(
+            "Ignoring the event of another try's trigger (%s, job %s): this is try %s; following its job %s",
+            stray.task,
+            stray.job_id,
+            context["ti"].try_number,
+            job_id,
+        )
+        if job_id is None:
+            raise ScriptRunnerJobError(
+                f"this try's job is not known (the event received was job {stray.job_id}'s)"
+            )
+        self.job_id = job_id
+        self._link_job(job_id)
+        job = self.hook.get_job(job_id)
+        if job.is_terminal:
+            return self._finish(record, job, self._followers())
+        self._defer(context, job_id, self._deadline(context), IdleWatch(self.idle_timeout))
+        raise AssertionError("unreachable")  # pragma: no cover - defer() raises
+
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow ended the deferral itself (trigger timeout or failure): cancel the job, then fail."""
         if next_method == TRIGGER_FAIL_REPR and self.cancel_on_kill:
-            self.job_id = JobRecord.of(context, self.log).get() or context["ti"].xcom_pull(
-                task_ids=self.task_id, key=XCOM_JOB_ID
-            )
+            self.job_id = self._recorded_job_id(context, JobRecord.of(context, self.log))
             if self.job_id:
                 try:
                     live = not self.hook.get_job(self.job_id).is_terminal
@@ -310,11 +347,13 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
 
     # -- reruns: reattach, or cancel before submitting again -------------------------------------
 
-    def _previous_job(self, record: JobRecord) -> ScriptRunnerJob | None:
+    def _previous_job(self, record: JobRecord, *, retrying: bool) -> ScriptRunnerJob | None:
         """
-        The previous try's job when it is still queued or running and ``reattach`` is on; else None
-        (submit anew). With ``reattach=False`` such a job is canceled first, and the try fails
-        rather than start a second copy while the first will not stop.
+        The previous try's job when it is still queued or running and ``reattach`` is on, or when
+        it succeeded and this try is a retry (the earlier try ended between its job's end and its
+        own: its result is taken instead of running the script again); else None (submit anew).
+        With ``reattach=False`` a live job is canceled first, and the try fails rather than start
+        a second copy while the first will not stop.
         """
         previous = record.get()
         if not previous:
@@ -324,6 +363,14 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         except ScriptRunnerJobNotFoundError:
             self.log.info("Previous job %s is unknown to the server; starting a new job", previous)
             return None
+        if job.is_success and retrying:
+            self.log.info(
+                "Job %s of an earlier try already succeeded, but that try did not finish: taking its "
+                "result instead of running the script again",
+                previous,
+            )
+            self.job_id = previous
+            return job
         if job.is_terminal:
             self.log.info(
                 "Previous job %s already ended (%s); starting a new job", previous, job.status.value

@@ -27,8 +27,9 @@ from airflow_provider_scriptrunner.client.paging import DEFAULT_LOG_PAGE_BYTES, 
 from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
 from airflow_provider_scriptrunner.task.limits import EXECUTION_TIMEOUT, task_deadline
-from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent, Verdict, judge_job
+from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent, Verdict, judge_job, retry_can_help
 from airflow_provider_scriptrunner.task.output import StreamFollower
+from airflow_provider_scriptrunner.task.ownership import same_try
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
 if TYPE_CHECKING:
@@ -88,6 +89,10 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
             return self.hook.get_job(validation.validate_job_id(self.job_id))
         except ScriptRunnerJobNotFoundError as err:
             self._fail(f"job {self.job_id} is unknown to the server (JOB_NOT_FOUND): {err.message}")
+        except (TypeError, ValueError) as err:
+            if retry_can_help(err):  # a connection to fix in Airflow
+                raise
+            self._fail(str(err))
 
     def poke(self, context: Context) -> PokeReturnValue:
         job = self._get_job()
@@ -156,6 +161,10 @@ class ScriptRunnerJobSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         result = JobEvent.from_dict(event)
+        if not same_try(context.get("ti"), result.task):
+            # Another try's trigger fired into this try (a reused trigger id): follow the job anew.
+            self.log.warning("Ignoring the event of another try's trigger (%s); waiting again", result.task)
+            return self.execute(context)
         if result.kind is EventKind.TIMEOUT:
             message = f"{result.message} (the sensor only watches: job {result.job_id} goes on)"
             if result.limit == EXECUTION_TIMEOUT:

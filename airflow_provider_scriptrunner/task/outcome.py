@@ -13,12 +13,20 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_scriptrunner.client.errors import (
+    ScriptRunnerApiError,
+    ScriptRunnerConfigError,
+    ScriptRunnerJobNotFoundError,
+)
 from airflow_provider_scriptrunner.client.models import LOG_STREAMS, JobStatus, ScriptRunnerJob
 from airflow_provider_scriptrunner.client.validation import skip_codes
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+#: Server error codes a new try gets again: the script is not in the whitelist, or the arguments
+#: break its rules (``args`` in scripts.json).
+PERMANENT_ERROR_CODES = frozenset({"SCRIPT_NOT_FOUND", "INVALID_ARGS"})
 #: How much of the end of stderr a failure message quotes.
 STDERR_TAIL_CHARS = 2000
 
@@ -78,6 +86,28 @@ def judge_job(
     raise ValueError(f"{name} has not finished (status {job.raw_status!r}); only finished jobs can be judged")
 
 
+def retry_can_help(err: BaseException, *, job_given: bool = False) -> bool:
+    """
+    Whether another try of the task could end otherwise than ``err`` did; False: fail it at once.
+
+    :param job_given: the task was given the job's id (a job the server does not know now will
+        not appear later). A task that submitted the job itself may submit again.
+
+    A retry cannot help with input the provider rejects before sending (``TypeError`` and
+    ``ValueError`` of its checks), an unknown script or rejected arguments (:data:`PERMANENT_ERROR_CODES`),
+    or an unknown job the task was given. It can with everything else: an unreachable or failing
+    server, a timeout, rejected credentials or a bad connection (both can be fixed in Airflow
+    before the next try), and a script's non-zero exit.
+    """
+    if isinstance(err, ScriptRunnerConfigError):
+        return True
+    if isinstance(err, (TypeError, ValueError)):
+        return False
+    if job_given and isinstance(err, ScriptRunnerJobNotFoundError):
+        return False
+    return not (isinstance(err, ScriptRunnerApiError) and err.error_code in PERMANENT_ERROR_CODES)
+
+
 class EventKind(str, enum.Enum):
     """Why a trigger fired."""
 
@@ -102,6 +132,8 @@ class JobEvent:
     :param canceled: the trigger canceled the job itself.
     :param log_offsets: byte offsets of stdout and stderr up to which the output is in the log.
     :param truncation_warned: the streams whose truncation the trigger already reported.
+    :param task: the try the trigger was fired for (dag, run, task, map index, try number), so that
+        an event that reaches another try is known as not its own.
     """
 
     kind: EventKind
@@ -113,6 +145,7 @@ class JobEvent:
     canceled: bool = False
     log_offsets: dict[str, int] = field(default_factory=dict)
     truncation_warned: tuple[str, ...] = ()
+    task: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +158,7 @@ class JobEvent:
             "canceled": self.canceled,
             "log_offsets": dict(self.log_offsets),
             "truncation_warned": list(self.truncation_warned),
+            "task": self.task,
         }
 
     @classmethod
@@ -143,4 +177,5 @@ class JobEvent:
             canceled=bool(data.get("canceled", False)),
             log_offsets={k: int(v) for k, v in offsets.items() if k in LOG_STREAMS},
             truncation_warned=tuple(data.get("truncation_warned") or ()),
+            task=data.get("task"),
         )

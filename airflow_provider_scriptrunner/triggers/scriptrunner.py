@@ -210,6 +210,7 @@ class ScriptRunnerJobTrigger(BaseTrigger):
             job,
             log_offsets={s: f.logged_offset for s, f in self._followers.items()},
             truncation_warned=tuple(s for s, f in self._followers.items() if f.truncation_warned),
+            task=ownership.try_key(self.task_instance),
             **fields,
         )
 
@@ -277,21 +278,19 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                 False, f"could not read the task's state ({type(err).__name__}: {err})"
             )
         own_try = getattr(self.task_instance, "try_number", None)
-        owner = own_try
-        if state != "deferred":
-            try:
-                owner = await asyncio.wait_for(self._owner_try(), STATE_READ_TIMEOUT)
-            except Exception as err:  # noqa: BLE001 - the state decides alone
-                self.log.warning(
-                    "Could not read which try owns job %s (%s); deciding by the task's state",
-                    self.job_id,
-                    err,
-                )
+        try:
+            owner = await asyncio.wait_for(self._owner(), STATE_READ_TIMEOUT)
+        except Exception as err:  # noqa: BLE001 - the state decides alone
+            self.log.warning(
+                "Could not read which try owns job %s (%s); deciding by the task's state", self.job_id, err
+            )
+            owner = None if own_try is None else ownership.Owner(own_try, self.job_id)
         return ownership.cancel_verdict(
             cancel_on_kill=self.cancel_on_kill,
             state=state,
             own_try=own_try,
-            owner_try=owner,
+            own_job=self.job_id,
+            owner=owner,
             deadline_passed=self.deadline is not None and self.deadline.passed(time.time()),
             deadline=self.deadline.describe() if self.deadline else "the deadline",
         )
@@ -299,8 +298,8 @@ class ScriptRunnerJobTrigger(BaseTrigger):
     async def _task_state(self) -> str | None:
         return await ownership.read_task_state(self.task_instance)
 
-    async def _owner_try(self) -> int | None:
-        return await ownership.read_owner_try(self.task_instance)
+    async def _owner(self) -> ownership.Owner | None:
+        return await ownership.read_owner(self.task_instance)
 
     async def cleanup(self) -> None:
         if self._hook is not None:

@@ -26,10 +26,11 @@ from tests.e2e.observe import WORK_SCRIPT, Marks, ScriptRunnerView
 DAGS_FOLDER = Path(__file__).parent / "dags"
 #: Where a failing test's Airflow and script-runner logs are kept (test-output/ is gitignored).
 FAILURE_LOGS = Path(__file__).resolve().parents[2] / "test-output" / "e2e-logs"
-DAG_IDS = ("e2e_deferrable", "e2e_worker", "e2e_worker_retry")
-#: The scenarios ``make e2e-31`` runs on Airflow 3.1 too (marker ``airflow31``), by test module:
-#: the 3.1/3.2 cancel path, and reruns on a version without task_state_store.
-AIRFLOW31_SCENARIOS = {
+DAG_IDS = ("e2e_deferrable", "e2e_worker", "e2e_worker_retry", "e2e_retries")
+#: The scenarios of reruns and kills that ``make e2e-on-<version>`` runs on every other supported
+#: release (marker ``reruns``), by test module: what differs between releases is how a try ends,
+#: is cleared, retried and resumed.
+RERUN_SCENARIOS = {
     "test_airflow_e2e.py": (
         "test_every_component_listens_on_loopback_only",
         "test_marking_a_deferred_task_failed_cancels_its_job",
@@ -39,27 +40,36 @@ AIRFLOW31_SCENARIOS = {
         "test_clearing_a_deferred_task_while_its_job_runs_never_runs_two_copies",
         "test_a_task_process_killed_mid_job_is_retried_without_a_second_live_copy",
     ),
+    "test_early_marks.py": (
+        "test_a_task_marked_failed_the_moment_it_defers_cancels_only_its_own_job",
+        "test_a_task_marked_failed_while_no_triggerer_runs_cancels_its_job",
+    ),
+    "test_retries.py": (
+        "test_an_unknown_script_fails_at_once_without_using_the_retries",
+        "test_a_script_that_exits_non_zero_still_uses_the_retries",
+        "test_a_retry_takes_the_result_of_a_job_that_succeeded_after_its_task_died",
+    ),
 }
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the AIRFLOW31_SCENARIOS; one renamed or removed fails the run instead of going untested."""
+    """Mark the RERUN_SCENARIOS; one renamed or removed fails the run instead of going untested."""
     here = Path(__file__).parent
     collected: dict[str, set[str]] = {}
     for item in items:
         if item.path.parent == here:
             name = item.originalname  # type: ignore[attr-defined]
             collected.setdefault(item.path.name, set()).add(name)
-            if name in AIRFLOW31_SCENARIOS.get(item.path.name, ()):
-                item.add_marker(pytest.mark.airflow31)
+            if name in RERUN_SCENARIOS.get(item.path.name, ()):
+                item.add_marker(pytest.mark.reruns)
     missing = [
         f"{module}::{name}"
         for module, names in collected.items()
-        for name in AIRFLOW31_SCENARIOS.get(module, ())
+        for name in RERUN_SCENARIOS.get(module, ())
         if name not in names
     ]
-    if missing and "airflow31" in (config.getoption("markexpr") or ""):
-        raise pytest.UsageError(f"AIRFLOW31_SCENARIOS names tests that do not exist: {missing}")
+    if missing and "reruns" in (config.getoption("markexpr") or ""):
+        raise pytest.UsageError(f"RERUN_SCENARIOS names tests that do not exist: {missing}")
 
 
 @pytest.fixture(scope="package")

@@ -2,7 +2,7 @@
 Reruns on real Airflow (see conftest.py) never run a task's script twice at once: clearing a
 deferred task while its job runs, and a retry after the task process was SIGKILLed mid-job.
 The script's live runs are sampled all along (and the script itself records any start while an
-earlier run of it is alive). These run on Airflow 3.3 and, with ``make e2e-31``, on 3.1.
+earlier run of it is alive). These run on every supported release (marker ``reruns``, ``make e2e-on-<version>``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import signal
 
 import pytest
-from packaging.version import Version
 
 from airflow_provider_scriptrunner.testing.harness import process_alive
 from airflow_provider_scriptrunner.testing.server import TERMINAL_STATUSES
@@ -19,9 +18,6 @@ from tests.e2e.deployment import wait_for
 from tests.e2e.observe import LiveSampler
 
 pytestmark = pytest.mark.e2e
-
-#: Airflow 3.3 keeps a task's state across its tries (task_state_store): a retry reattaches.
-HAS_TASK_STATE_STORE = Version(__import__("airflow").__version__) >= Version("3.3")
 
 
 def test_clearing_a_deferred_task_while_its_job_runs_never_runs_two_copies(airflow, api, server_view, marks):
@@ -74,8 +70,6 @@ def test_a_task_process_killed_mid_job_is_retried_without_a_second_live_copy(
     result = api.xcoms("e2e_worker_retry", run_id, "run")["return_value"]
     assert server_view.job(result["job_id"])["status"] == "succeeded"
     assert not process_alive(first_pid)
-    if HAS_TASK_STATE_STORE:  # 3.3: the retry follows the first try's job instead of starting another
-        assert result["job_id"] == job_id and marks.runs(tag) == [first_pid], (
-            result["job_id"],
-            marks.runs(tag),
-        )
+    # The retry follows the first try's job (its record, an Airflow Variable), or takes its result
+    # should it have succeeded meanwhile: never a second run of the script.
+    assert result["job_id"] == job_id and marks.runs(tag) == [first_pid], (result["job_id"], marks.runs(tag))

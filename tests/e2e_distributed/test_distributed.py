@@ -248,7 +248,7 @@ def test_a_dead_worker_host_is_retried_on_the_other_worker_and_reattaches(
     done = api.wait_state("dist_worker_retry", run_id, "run", "success", timeout=120)
 
     assert (done["try_number"], done["hostname"]) == (2, other), done
-    # The retry reattached to the first try's job (task_state_store): same job, one run of the script.
+    # The retry reattached to the first try's job (the Variable record): same job, one run of the script.
     assert api.xcoms("dist_worker_retry", run_id, "run")["return_value"]["job_id"] == job_id
     job = server_view.job(job_id)
     assert (job["status"], job["code"]) == ("succeeded", 0), job

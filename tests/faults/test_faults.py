@@ -9,6 +9,7 @@ fails a test when the token shows up in any log line, output or error.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ from airflow_provider_scriptrunner.task.outcome import JobEvent
 from airflow_provider_scriptrunner.testing.harness import process_alive, process_group_alive
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.faults.conftest import TOKEN, Rig, wait_for
-from tests.operators.test_scriptrunner_operators import FakeStore, make_context
+from tests.operators.test_scriptrunner_operators import FakeVariables, make_context
 
 #: Runs per scenario where a run is cheap.
 RUNS = 3
@@ -63,6 +64,25 @@ def run_op(**kwargs: Any) -> ScriptRunnerRunScriptOperator:
     kwargs.setdefault("deferrable", False)
     kwargs.setdefault("poll_interval", 0.1)
     return ScriptRunnerRunScriptOperator(**kwargs)
+
+
+@pytest.fixture(autouse=True)
+def variables(monkeypatch: pytest.MonkeyPatch) -> FakeVariables:
+    """Where the run operator records its job for the task's next try (an Airflow Variable), in memory."""
+    return FakeVariables.install(monkeypatch)
+
+
+_RUN_IDS = itertools.count()
+
+
+def new_task() -> str:
+    """The run id of a task instance of its own: a job record no other run shares."""
+    return f"faults__{next(_RUN_IDS)}"
+
+
+def task_context(run_id: str, **ti: Any) -> dict[str, Any]:
+    """A try of the task instance of ``run_id``; its tries share the job record."""
+    return make_context(dag_id="faults", run_id=run_id, **ti)
 
 
 def run_deferred(op: Any, context: dict[str, Any]) -> Any:
@@ -132,7 +152,7 @@ def test_server_down_at_submit_is_retried_with_backoff_then_fails_naming_the_url
             marker = rig.marker(f"down{i}")
             op = run_op(script_id="count", args=[str(marker)])
             with leak.raises(ScriptRunnerConnectionError) as info:
-                op.execute(make_context(FakeStore()))
+                op.execute(task_context(new_task()))
             err = info.value
             assert type(err) is ScriptRunnerConnectionError and err.may_have_reached_server is False
             assert err.url == f"{rig.url}/run" and f"{rig.url}/run" in str(err)
@@ -169,10 +189,10 @@ def test_server_down_at_submit_is_retried_with_backoff_then_fails_naming_the_url
 
 def _submit(entry: str, marker: Path) -> Any:
     if entry == "run operator (worker)":
-        return run_op(script_id="count", args=[str(marker)]).execute(make_context(FakeStore()))
+        return run_op(script_id="count", args=[str(marker)]).execute(task_context(new_task()))
     if entry == "run operator (deferrable)":
         return run_deferred(
-            run_op(script_id="count", args=[str(marker)], deferrable=True), make_context(FakeStore())
+            run_op(script_id="count", args=[str(marker)], deferrable=True), task_context(new_task())
         )
     if entry == "submit operator":
         return ScriptRunnerSubmitScriptOperator(task_id="s", script_id="count", args=[str(marker)]).execute(
@@ -243,7 +263,7 @@ def test_refused_at_submit_is_retried_and_runs_exactly_once(rig, retry_waits, le
             rig.proxy.refuse()
             result = run_deferred(
                 run_op(script_id="count", args=[str(marker)], deferrable=deferrable),
-                make_context(FakeStore()),
+                task_context(new_task()),
             )
             assert result["status"] == "succeeded" and result["stdout"] == "done run 1\n"
             assert [r.attempt for r in retry_waits.records] == [1, 2]
@@ -293,7 +313,7 @@ def test_bursts_and_drops_while_polling_still_give_the_right_result(rig, leak, t
             op = run_op(
                 script_id="chatty_count", args=[str(marker), "1.5"], deferrable=deferrable, poll_interval=0.05
             )
-            result = run_deferred(op, make_context(FakeStore()))
+            result = run_deferred(op, task_context(new_task()))
             assert (result["status"], result["exit_code"], result["stdout"]) == (
                 "succeeded",
                 0,
@@ -358,17 +378,22 @@ def test_trigger_rides_out_transient_bursts_and_stops_at_once_on_a_500(rig, leak
         leak.note(event.message)
 
     with table.run("500 INTERNAL_ERROR while polling (not transient: one clear error, as in the worker)"):
-        # The worker path fails the same way; the task's next try reattaches to the job (3.3 task state store).
-        marker, store = rig.marker("worker-500"), FakeStore()
+        # The worker path fails the same way; the task's next try reattaches to the job (its record).
+        marker, task = rig.marker("worker-500"), new_task()
         rig.proxy.inject("status", method="GET", path=JOB_PATH, code=500, body=json.dumps(error))
         with leak.raises(ScriptRunnerApiError) as info:
-            run_op(script_id="count", args=[str(marker), "0.5"]).execute(make_context(store))
+            run_op(script_id="count", args=[str(marker), "0.5"], retries=1).execute(
+                task_context(task, max_tries=1)
+            )
         assert (type(info.value), info.value.status_code, info.value.error_code) == (
             ScriptRunnerApiError,
             500,
             "INTERNAL_ERROR",
         )
-        result = run_op(script_id="count", args=[str(marker), "0.5"]).execute(make_context(store))
+        # Its retry follows the job, or takes its result should it have succeeded meanwhile.
+        result = run_op(script_id="count", args=[str(marker), "0.5"], retries=1).execute(
+            task_context(task, try_number=2, max_tries=1)
+        )
         assert result["stdout"] == "done run 1\n" and rig.runs(marker) == 1  # reattached, not run twice
 
 
@@ -473,14 +498,15 @@ def test_bad_answers_to_post_run_are_clear_errors_and_never_retried(
 # the server restarts mid-job; the server forgets a job
 
 
-def _execute(op: ScriptRunnerRunScriptOperator, store: FakeStore) -> Any:
-    return run_deferred(op, make_context(store))
+def _execute(op: ScriptRunnerRunScriptOperator, run_id: str, try_number: int = 1) -> Any:
+    """Run a try of the task instance of ``run_id``."""
+    return run_deferred(op, task_context(run_id, try_number=try_number))
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
 @pytest.mark.parametrize("crash", [False, True], ids=["restart", "crash"])
 def test_server_restart_mid_job_fails_as_killed_or_lost_and_a_retry_succeeds(
-    rig, retry_waits, leak, table, deferrable, crash
+    rig, retry_waits, leak, table, variables, deferrable, crash
 ):
     # Polls during the restart get the proxy's 502: retried with the real backoff, scaled down.
     retry_waits.scale = 0.3
@@ -488,10 +514,10 @@ def test_server_restart_mid_job_fails_as_killed_or_lost_and_a_retry_succeeds(
     for i in range(2):
         with table.run(f"{label} ({'deferrable' if deferrable else 'worker'})") as run:
             marker = rig.marker(f"restart{i}")
-            store = FakeStore()
+            task = new_task()
             # "long" runs until stopped: a restart can take seconds (the harness's stop_timeout).
             op = run_op(script_id="long", args=[str(marker)], deferrable=deferrable, poll_interval=0.1)
-            thread, outcome = in_thread(_execute, op, store)
+            thread, outcome = in_thread(_execute, op, task)
             # Once the task knows its job id (a restart before the answer to POST /run is another fault).
             pid = wait_for(lambda: op.job_id and rig.pid(marker))
             rig.server.restart(kill=crash)
@@ -502,13 +528,13 @@ def test_server_restart_mid_job_fails_as_killed_or_lost_and_a_retry_succeeds(
             assert err.job is not None and err.job.was_killed_or_lost and err.job.job_id == op.job_id
             assert "ended with code -1" in str(err) and "server restarted" in str(err)
             assert ScriptRunnerHook().get_job(op.job_id).status is JobStatus.FAILED
-            assert store.values == {}  # nothing to reattach to: the next try starts afresh
+            assert variables.values == {}  # nothing to reattach to: the next try starts afresh
             run.orphans = int(process_alive(pid))
             if not crash:
                 assert run.orphans == 0  # a graceful stop ends its scripts
             # The task's next try: a fresh job, which succeeds.
             retry = run_op(script_id="count", args=[str(marker), "0"], deferrable=deferrable)
-            result = _execute(retry, store)
+            result = _execute(retry, task, try_number=2)
             assert result["status"] == "succeeded" and result["job_id"] != op.job_id
             assert result["stdout"] == "done run 2\n"  # run 1 was the lost job, run 2 this one
             if crash:  # the harness reaps what the crashed server left behind
@@ -531,9 +557,9 @@ def test_server_forgets_the_job_clear_failure_everywhere(rig, retry_waits, leak,
     for i in range(2):
         with table.run("server forgets the job (restart with wiped state) mid-job") as run:
             marker = rig.marker(f"forget{i}")
-            store = FakeStore()
+            task = new_task()
             op = run_op(script_id="long", args=[str(marker)], poll_interval=0.1)
-            thread, outcome = in_thread(_execute, op, store)
+            thread, outcome = in_thread(_execute, op, task)
             pid = wait_for(lambda: op.job_id and rig.pid(marker))
             rig.server.stop()
             shutil.rmtree(rig.server.state_dir)
@@ -544,7 +570,7 @@ def test_server_forgets_the_job_clear_failure_everywhere(rig, retry_waits, leak,
             assert err.error_code == "JOB_NOT_FOUND" and err.status_code == 404 and op.job_id in str(err)
             run.orphans = int(process_alive(pid))
             # The next try finds the remembered job unknown and starts afresh.
-            result = _execute(run_op(script_id="count", args=[str(marker), "0"]), store)
+            result = _execute(run_op(script_id="count", args=[str(marker), "0"]), task, try_number=2)
             assert result["status"] == "succeeded" and result["job_id"] != op.job_id
 
     # The deferred path, the sensor (poke and deferred) and the trigger on a forgotten job.
@@ -602,21 +628,27 @@ def _trigger(job_id: str, leak: Any) -> None:
 
 
 def _cancel_operator(job_id: str, leak: Any) -> None:
-    with leak.raises(ScriptRunnerJobNotFoundError) as info:
+    # A job id the task was given and the server does not know: failed at once, no retries.
+    with leak.raises(AirflowFailException) as info:
         ScriptRunnerCancelJobOperator(task_id="c", job_id=job_id, poll_interval=0.05).execute(make_context())
-    assert info.value.error_code == "JOB_NOT_FOUND" and job_id in str(info.value)
+    assert type(info.value.__cause__) is ScriptRunnerJobNotFoundError
+    assert info.value.__cause__.error_code == "JOB_NOT_FOUND" and job_id in str(info.value)
 
 
 def _logs_operator(job_id: str, leak: Any) -> None:
-    with leak.raises(ScriptRunnerJobNotFoundError) as info:
+    with leak.raises(AirflowFailException) as info:
         ScriptRunnerGetJobLogsOperator(task_id="l", job_id=job_id).execute(make_context())
-    assert info.value.error_code == "JOB_NOT_FOUND"
+    assert type(info.value.__cause__) is ScriptRunnerJobNotFoundError
+    assert info.value.__cause__.error_code == "JOB_NOT_FOUND"
 
 
 def _reattach(job_id: str, leak: Any) -> None:
     # A new try whose remembered job is unknown to the server starts a new job.
-    store = FakeStore(scriptrunner_job_id=job_id)
-    result = run_op(script_id="echo", args=["again"]).execute(make_context(store))
+    from airflow.sdk import Variable  # the in-memory fake of the ``variables`` fixture
+
+    run_id = new_task()
+    Variable.set(f"scriptrunner_job__faults__{run_id}__run__-1", job_id)
+    result = run_op(script_id="echo", args=["again"]).execute(task_context(run_id, try_number=2))
     assert result["job_id"] != job_id and result["stdout"] == "again\n"
 
 
@@ -800,20 +832,20 @@ REJECTED_BEFORE_ANY_REQUEST: list[tuple[str, Any, tuple[type, ...], str]] = [
     ("async hook.iter_log(None)", lambda: _ahook("iter_log", None), (TypeError,), "job_id"),
     ("ScriptRunnerAsyncHook(retries=-2)", lambda: ScriptRunnerAsyncHook(retries=-2), (ValueError,), "retries"),
     # operators: execute
-    ("run operator execute(script_id=None)", lambda: _op(R, script_id=None).execute(make_context()), (TypeError,), "script_id"),
-    ("run operator execute(script_id='')", lambda: _op(R, script_id="").execute(make_context()), (ValueError,), "script_id"),
-    ("run operator execute(args='a b')", lambda: _op(R, script_id="echo", args="a b").execute(make_context()), (TypeError,), "args"),
-    ("run operator execute(args=[None])", lambda: _op(R, script_id="echo", args=[None]).execute(make_context()), (TypeError,), "args[0]"),
-    ("run operator execute(args=[lone surrogate])", lambda: _op(R, script_id="echo", args=["\udfff"]).execute(make_context()), (ValueError,), "args[0]"),
-    ("run operator (deferrable) execute(script_id=None)", lambda: _op(R, script_id=None, deferrable=True).execute(make_context()), (TypeError,), "script_id"),
-    ("submit operator execute(script_id=None)", lambda: _op(S, script_id=None).execute(make_context()), (TypeError,), "script_id"),
-    ("submit operator execute(args={'x': 1})", lambda: _op(S, script_id="echo", args={"x": 1}).execute(make_context()), (TypeError,), "args"),
-    ("cancel operator execute(job_id=None)", lambda: _op(D, job_id=None).execute(make_context()), (TypeError,), "job_id"),
-    ("cancel operator execute(job_id='')", lambda: _op(D, job_id="").execute(make_context()), (ValueError,), "job_id"),
-    ("cancel operator execute(job_id='..')", lambda: _op(D, job_id="..").execute(make_context()), (ValueError,), "job_id"),
-    ("logs operator execute(job_id=None)", lambda: _op(L, job_id=None).execute(make_context()), (TypeError,), "job_id"),
-    ("logs operator execute(job_id='..')", lambda: _op(L, job_id="..").execute(make_context()), (ValueError,), "job_id"),
-    ("logs operator execute(stream='all')", lambda: _op(L, job_id="job_1_1", stream="all").execute(make_context()), (ValueError,), "stream"),
+    ("run operator execute(script_id=None)", lambda: _op(R, script_id=None).execute(make_context()), (AirflowFailException,), "script_id"),
+    ("run operator execute(script_id='')", lambda: _op(R, script_id="").execute(make_context()), (AirflowFailException,), "script_id"),
+    ("run operator execute(args='a b')", lambda: _op(R, script_id="echo", args="a b").execute(make_context()), (AirflowFailException,), "args"),
+    ("run operator execute(args=[None])", lambda: _op(R, script_id="echo", args=[None]).execute(make_context()), (AirflowFailException,), "args[0]"),
+    ("run operator execute(args=[lone surrogate])", lambda: _op(R, script_id="echo", args=["\udfff"]).execute(make_context()), (AirflowFailException,), "args[0]"),
+    ("run operator (deferrable) execute(script_id=None)", lambda: _op(R, script_id=None, deferrable=True).execute(make_context()), (AirflowFailException,), "script_id"),
+    ("submit operator execute(script_id=None)", lambda: _op(S, script_id=None).execute(make_context()), (AirflowFailException,), "script_id"),
+    ("submit operator execute(args={'x': 1})", lambda: _op(S, script_id="echo", args={"x": 1}).execute(make_context()), (AirflowFailException,), "args"),
+    ("cancel operator execute(job_id=None)", lambda: _op(D, job_id=None).execute(make_context()), (AirflowFailException,), "job_id"),
+    ("cancel operator execute(job_id='')", lambda: _op(D, job_id="").execute(make_context()), (AirflowFailException,), "job_id"),
+    ("cancel operator execute(job_id='..')", lambda: _op(D, job_id="..").execute(make_context()), (AirflowFailException,), "job_id"),
+    ("logs operator execute(job_id=None)", lambda: _op(L, job_id=None).execute(make_context()), (AirflowFailException,), "job_id"),
+    ("logs operator execute(job_id='..')", lambda: _op(L, job_id="..").execute(make_context()), (AirflowFailException,), "job_id"),
+    ("logs operator execute(stream='all')", lambda: _op(L, job_id="job_1_1", stream="all").execute(make_context()), (AirflowFailException,), "stream"),
     # operators: construction
     ("run operator(poll_interval=None)", lambda: _op(R, script_id="echo", poll_interval=None), (ValueError,), "poll_interval"),
     ("run operator(poll_interval=-1)", lambda: _op(R, script_id="echo", poll_interval=-1), (ValueError,), "poll_interval"),
@@ -828,10 +860,10 @@ REJECTED_BEFORE_ANY_REQUEST: list[tuple[str, Any, tuple[type, ...], str]] = [
     ("cancel operator(wait_timeout=0)", lambda: _op(D, job_id="job_1_1", wait_timeout=0), (ValueError,), "wait_timeout"),
     ("cancel operator(poll_interval=None)", lambda: _op(D, job_id="job_1_1", poll_interval=None), (ValueError,), "poll_interval"),
     # the sensor
-    ("sensor poke(job_id=None)", lambda: _sensor(job_id=None).poke(make_context()), (TypeError,), "job_id"),
-    ("sensor poke(job_id='')", lambda: _sensor(job_id="").poke(make_context()), (ValueError,), "job_id"),
-    ("sensor (deferrable) execute(job_id='..')", lambda: _sensor(job_id="..", deferrable=True).execute(make_context()), (ValueError,), "job_id"),
-    ("sensor (deferrable) execute(job_id=42)", lambda: _sensor(job_id=42, deferrable=True).execute(make_context()), (TypeError,), "job_id"),
+    ("sensor poke(job_id=None)", lambda: _sensor(job_id=None).poke(make_context()), (AirflowFailException,), "job_id"),
+    ("sensor poke(job_id='')", lambda: _sensor(job_id="").poke(make_context()), (AirflowFailException,), "job_id"),
+    ("sensor (deferrable) execute(job_id='..')", lambda: _sensor(job_id="..", deferrable=True).execute(make_context()), (AirflowFailException,), "job_id"),
+    ("sensor (deferrable) execute(job_id=42)", lambda: _sensor(job_id=42, deferrable=True).execute(make_context()), (AirflowFailException,), "job_id"),
     # the trigger's constructor
     ("trigger(job_id=None)", lambda: _trigger_with(job_id=None), (TypeError,), "job_id"),
     ("trigger(job_id='')", lambda: _trigger_with(job_id=""), (ValueError,), "job_id"),
@@ -881,14 +913,15 @@ def test_bad_inputs_fail_clearly_before_any_request(rig, leak, table):
 
 
 #: (entry point and value, call, expected error type, server error code, request path the proxy must see).
-#: Each reaches the server once (never retried) and surfaces the server's own error.
+#: Each reaches the server once (never retried) and surfaces the server's own error; an operator's
+#: task fails at once (AirflowFailException: another try would fail the same way).
 SURFACED_FROM_THE_SERVER: list[tuple[str, Any, type, str | None, str]] = [
     ("hook.submit_script(args=[1025 chars])", lambda: _hook().submit_script("echo", ["x" * 1025]), ScriptRunnerApiError, "INVALID_ARGS", "POST /run"),
-    ("run operator execute(args=[1025 × 'é'])", lambda: _op(R, script_id="echo", args=["é" * 1025]).execute(make_context()), ScriptRunnerApiError, "INVALID_ARGS", "POST /run"),
+    ("run operator execute(args=[1025 × 'é'])", lambda: _op(R, script_id="echo", args=["é" * 1025]).execute(make_context()), AirflowFailException, "INVALID_ARGS", "POST /run"),
     ("hook.submit_script(11 args)", lambda: _hook().submit_script("echo", [str(i) for i in range(11)]), ScriptRunnerApiError, "INVALID_ARGS", "POST /run"),
     ("hook.submit_script(args=[NUL inside])", lambda: _hook().submit_script("echo", ["a\x00b"]), ScriptRunnerApiError, "INVALID_ARGS", "POST /run"),
     ("hook.run_script(args=[3 MB])", lambda: _hook().run_script("echo", ["x" * 3_000_000]), ScriptRunnerApiError, "INTERNAL_ERROR", "POST /run"),
-    ("submit operator execute(script_id='no-such-script')", lambda: _op(S, script_id="no-such-script").execute(make_context()), ScriptRunnerApiError, "SCRIPT_NOT_FOUND", "POST /run"),
+    ("submit operator execute(script_id='no-such-script')", lambda: _op(S, script_id="no-such-script").execute(make_context()), AirflowFailException, "SCRIPT_NOT_FOUND", "POST /run"),
     ("hook.submit_script('スクリプト')", lambda: _hook().submit_script("スクリプト"), ScriptRunnerApiError, "SCRIPT_NOT_FOUND", "POST /run"),
     ("hook.get_job('../x')", lambda: _hook().get_job("../x"), ScriptRunnerJobNotFoundError, "JOB_NOT_FOUND", "GET /jobs/..%2Fx"),
     ("hook.get_job('a/b')", lambda: _hook().get_job("a/b"), ScriptRunnerJobNotFoundError, "JOB_NOT_FOUND", "GET /jobs/a%2Fb"),
@@ -901,8 +934,8 @@ SURFACED_FROM_THE_SERVER: list[tuple[str, Any, type, str | None, str]] = [
     ("async hook.get_job('a/b')", lambda: _ahook("get_job", "a/b"), ScriptRunnerJobNotFoundError, "JOB_NOT_FOUND", "GET /jobs/a%2Fb"),
     ("async hook.cancel_job('../run')", lambda: _ahook("cancel_job", "../run"), ScriptRunnerJobNotFoundError, "JOB_NOT_FOUND", "POST /jobs/..%2Frun/cancel"),
     ("sensor poke(job_id='a/b')", lambda: _sensor(job_id="a/b").poke(make_context()), AirflowFailException, None, "GET /jobs/a%2Fb"),
-    ("cancel operator execute(job_id='../x')", lambda: _op(D, job_id="../x").execute(make_context()), ScriptRunnerJobNotFoundError, "JOB_NOT_FOUND", "POST /jobs/..%2Fx/cancel"),
-    ("logs operator execute(job_id='a/b')", lambda: _op(L, job_id="a/b").execute(make_context()), ScriptRunnerJobNotFoundError, "JOB_NOT_FOUND", "GET /jobs/a%2Fb"),
+    ("cancel operator execute(job_id='../x')", lambda: _op(D, job_id="../x").execute(make_context()), AirflowFailException, "JOB_NOT_FOUND", "POST /jobs/..%2Fx/cancel"),
+    ("logs operator execute(job_id='a/b')", lambda: _op(L, job_id="a/b").execute(make_context()), AirflowFailException, "JOB_NOT_FOUND", "GET /jobs/a%2Fb"),
 ]  # fmt: skip
 
 
@@ -917,7 +950,9 @@ def test_bad_inputs_the_server_rejects_surface_its_own_error(rig, leak, table):
             err = info.value
             assert type(err) is error, f"{type(err).__name__}: {str(err)[:300]}"
             if code is not None:
-                assert err.error_code == code and code in str(err), str(err)[:300]
+                # An operator fails at once (no retries) with the server's error as the cause.
+                server_error = err.__cause__ if type(err) is AirflowFailException else err
+                assert server_error.error_code == code and code in str(err), str(err)[:300]
             elif isinstance(err, ScriptRunnerResponseError):
                 assert err.status_code == 414, str(err)[:300]  # the server's "Request-URI Too Long"
             else:

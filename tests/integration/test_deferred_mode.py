@@ -35,8 +35,10 @@ from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerHook
 from airflow_provider_scriptrunner.operators.scriptrunner import ScriptRunnerRunScriptOperator
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
 from airflow_provider_scriptrunner.task.output import TRUNCATION_MARKER
+from airflow_provider_scriptrunner.task.ownership import Owner
 from airflow_provider_scriptrunner.testing import process_alive
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
+from tests.operators.test_scriptrunner_operators import FakeVariables
 
 #: Writes the steps of a plan file (JSON: ``[[stream, hex bytes, pause seconds], ...]``) to
 #: stdout ("out") or stderr ("err"), flushing after each; records its pid in ``<plan>.pid``.
@@ -48,7 +50,7 @@ with open(plan + ".pid", "a") as marks:
 code = 0
 for stream, data, pause in json.load(open(plan)):
     if stream == "exit":
-        code = int(data)
+        code = int(bytes.fromhex(data))
         continue
     out = sys.stdout.buffer if stream == "out" else sys.stderr.buffer
     out.write(bytes.fromhex(data))
@@ -120,11 +122,11 @@ def plan(tmp_path) -> Any:
 class FakeTI:
     """What the run operator and the sensor use of a task instance."""
 
-    def __init__(self, start_date: datetime | None = None) -> None:
+    def __init__(self, run_id: str, start_date: datetime | None = None) -> None:
         self.xcom: dict[str, Any] = {}
+        self.dag_id, self.run_id, self.task_id, self.map_index = "deferred_mode", run_id, "run", -1
         self.try_number = 1
         self.start_date = start_date
-        self.task_id = "run"
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = json.loads(json.dumps(value))  # XCom values are JSON
@@ -133,28 +135,19 @@ class FakeTI:
         return self.xcom.get(key)
 
 
-class FakeStore:
-    """Airflow 3.3's task_state_store (also used on 3.1 here, so that both versions run alike)."""
+@pytest.fixture(autouse=True)
+def variables(monkeypatch: pytest.MonkeyPatch) -> FakeVariables:
+    """Where the run operator records its job (an Airflow Variable), in memory."""
+    return FakeVariables.install(monkeypatch)
 
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any, **_: Any) -> None:
-        self.values[key] = value
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
+_RUN_IDS = itertools.count()
 
 
 def context(started_ago: float = 0.0) -> dict[str, Any]:
-    """A try that started ``started_ago`` seconds ago (``ti.start_date``)."""
-    return {
-        "ti": FakeTI(datetime.now(timezone.utc) - timedelta(seconds=started_ago)),
-        "task_state_store": FakeStore(),
-    }
+    """A try of a task instance of its own (its own job record) that started ``started_ago`` seconds ago."""
+    started = datetime.now(timezone.utc) - timedelta(seconds=started_ago)
+    return {"ti": FakeTI(f"manual__{next(_RUN_IDS)}", started)}
 
 
 @dataclass
@@ -224,6 +217,19 @@ def rebuilt(trigger: Any) -> Any:
     return getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
 
 
+def fire(trigger: Any, ti: Any) -> dict[str, Any]:
+    """Run ``trigger`` (rebuilt) for the task instance ``ti`` to its first event, as it reaches the task: JSON."""
+    trigger = rebuilt(trigger)
+    trigger.task_instance = ti  # as the triggerer sets it
+
+    async def first_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return json.loads(json.dumps(asyncio.run(first_event())))
+
+
 def run_task(op: Any, ctx: dict[str, Any], log: Log) -> Run:
     """Run ``op`` as Airflow would, worker or deferred, and record what happened."""
     run = Run(op=op)
@@ -235,15 +241,8 @@ def run_task(op: Any, ctx: dict[str, Any], log: Log) -> Run:
             run.result = op.execute(ctx)
         except TaskDeferred as deferred:
             run.deferred = True
-            trigger = rebuilt(deferred.trigger)
-
-            async def first_event() -> dict[str, Any]:
-                async for event in trigger.run():
-                    return event.payload
-                raise AssertionError("the trigger ended without an event")
-
             log.phase[0] = "trigger"
-            run.event = json.loads(json.dumps(asyncio.run(first_event())))
+            run.event = fire(deferred.trigger, ctx["ti"])
             log.phase[0] = "resume"
             run.op = fresh
             run.result = getattr(fresh, deferred.method_name)(ctx, run.event)
@@ -346,6 +345,69 @@ def test_trigger_logs_a_real_jobs_output_live_once_in_order_byte_exact(scriptrun
     assert (run.result["stdout_truncated"], run.result["stderr_truncated"]) == (False, False)
 
 
+def test_a_deferred_run_records_its_job_until_it_ended_and_its_event_names_the_try(
+    scriptrunner_connection, plan, log, variables
+):
+    ctx = context()
+    run = run_op(log, deferrable=True, ctx=ctx, args=plan(("out", "hello\n", 0.3)).args)
+
+    assert run.error is None and run.deferred, run.error
+    key = f"scriptrunner_job__deferred_mode__{ctx['ti'].run_id}__run__-1"
+    assert variables.sets == [(key, run.result["job_id"])] and variables.values == {}
+    assert ctx["ti"].xcom["scriptrunner_owner"] == {"try": 1, "job_id": run.result["job_id"]}
+    assert run.event["task"] == {
+        "dag_id": "deferred_mode",
+        "run_id": ctx["ti"].run_id,
+        "task_id": "run",
+        "map_index": -1,
+        "try_number": 1,
+    }
+
+
+def test_the_event_of_another_tries_trigger_never_ends_this_try(
+    scriptrunner_connection, plan, log, variables
+):
+    # On SQLite a new deferral can get the id of a trigger row just deleted while its trigger still
+    # ran: that trigger's event then reaches the new try, which must go by its own job.
+    def deferring(script: Plan) -> ScriptRunnerRunScriptOperator:
+        return ScriptRunnerRunScriptOperator(
+            task_id="run", script_id="emit", args=script.args, deferrable=True, poll_interval=0.1
+        )
+
+    hook = ScriptRunnerHook()
+    first_try = context()
+    with pytest.raises(TaskDeferred) as first:
+        deferring(plan(("err", "try 1's job fails\n", 0.5), ("exit", "3", 0.0))).execute(first_try)
+    first_job = first.value.trigger.job_id
+    wait_for(lambda: hook.get_job(first_job).is_terminal)
+    # The task was cleared: try 2 (its XComs cleared) starts a job of its own and defers.
+    second_try = {"ti": FakeTI(first_try["ti"].run_id, datetime.now(timezone.utc))}
+    second_try["ti"].try_number = 2
+    op = deferring(plan(("out", "try 2's job\n", 3.0)))
+    resumed = copy.deepcopy(op)
+    with pytest.raises(TaskDeferred) as second:
+        op.execute(second_try)
+    second_job = second.value.trigger.job_id
+    assert second_job != first_job
+
+    stray = fire(first.value.trigger, first_try["ti"])  # try 1's trigger: its job failed
+    assert (stray["kind"], stray["job"]["exit_code"], stray["task"]["try_number"]) == ("ended", 3, 1)
+    with pytest.raises(TaskDeferred) as again:  # try 2's job still runs (3 s): wait for it again
+        copy.deepcopy(resumed).execute_complete(second_try, stray)
+    assert again.value.trigger.job_id == second_job
+    assert hook.get_job(first_job).status is JobStatus.FAILED  # not canceled: it had ended
+    result = resumed.execute_complete(second_try, fire(again.value.trigger, second_try["ti"]))
+
+    assert (result["job_id"], result["status"], result["stdout"]) == (
+        second_job,
+        "succeeded",
+        "try 2's job\n",
+    )
+    assert log.count("Ignoring the event of another try's trigger") == 1
+    assert log.count(f"this is try 2; following its job {second_job}") == 1
+    assert variables.values == {}
+
+
 # -- the same result in both modes -----------------------------------------------------------------
 
 
@@ -432,7 +494,7 @@ def test_failure_quotes_the_true_end_of_truncated_stderr_in_both_modes(scriptrun
     assert deferred.deferred
     for run in (worker, deferred):
         assert isinstance(run.error, ScriptRunnerJobError), run.error
-        assert "failed with exit code 3" in str(run.error)
+        assert "failed with exit code 3. End of stderr:" in str(run.error)
         assert str(run.error).rstrip().endswith("the real reason: disk is full"), str(run.error)[-300:]
     assert str(deferred.error).replace(deferred.op.job_id, "JOB") == str(worker.error).replace(
         worker.op.job_id, "JOB"
@@ -582,17 +644,19 @@ def test_a_trigger_cancelled_again_while_it_decides_still_cancels_its_job(
     job_id = hook.submit_script("emit", script.args)
     wait_for(lambda: hook.get_job(job_id).status is JobStatus.RUNNING)
     trigger = rebuilt(ScriptRunnerJobTrigger(job_id=job_id, poll_interval=0.1, stream_logs=True))
-    trigger.task_instance = SimpleNamespace(task_id="run", try_number=1)
+    trigger.task_instance = SimpleNamespace(
+        dag_id="deferred_mode", run_id="manual__1", task_id="run", map_index=-1, try_number=1
+    )
 
     async def state_read_slowly() -> str:
         await asyncio.sleep(1.0)
         return "failed"
 
-    async def owner_try() -> int:
-        return 1
+    async def owner() -> Owner:
+        return Owner(1, job_id)
 
     monkeypatch.setattr(trigger, "_task_state", state_read_slowly)
-    monkeypatch.setattr(trigger, "_owner_try", owner_try)
+    monkeypatch.setattr(trigger, "_owner", owner)
 
     async def stop_as_the_triggerer_does() -> None:
         async def drain() -> None:

@@ -21,7 +21,7 @@ from airflow_provider_scriptrunner.operators.scriptrunner import ScriptRunnerRun
 from airflow_provider_scriptrunner.sensors.scriptrunner import ScriptRunnerJobSensor
 from airflow_provider_scriptrunner.testing import process_alive
 from tests.integration.conftest import mixed_text
-from tests.operators.test_scriptrunner_operators import FakeStore, make_context
+from tests.operators.test_scriptrunner_operators import RECORD, FakeVariables, make_context
 
 
 def wait_for(predicate, timeout=15.0, interval=0.05):
@@ -178,35 +178,68 @@ class Crash(BaseException):
     """Stands in for a worker dying mid-task."""
 
 
-def test_reattach_after_a_crash_continues_the_same_job(scriptrunner_connection, tmp_path, monkeypatch):
+@pytest.fixture
+def variables(monkeypatch):
+    return FakeVariables.install(monkeypatch)
+
+
+def test_reattach_after_a_crash_continues_the_same_job(
+    scriptrunner_connection, tmp_path, monkeypatch, variables
+):
     marker = tmp_path / "reattach"
-    store = FakeStore()
-    first = ScriptRunnerRunScriptOperator(task_id="t", script_id="long", args=[str(marker)], deferrable=False)
+    first = ScriptRunnerRunScriptOperator(
+        task_id="run", script_id="long", args=[str(marker)], deferrable=False
+    )
     monkeypatch.setattr(first, "_wait_in_worker", lambda *a: (_ for _ in ()).throw(Crash()))
     with pytest.raises(Crash):
-        first.execute(make_context(store))
-    job_id = store.values["scriptrunner_job_id"]
+        first.execute(make_context(variables, max_tries=1))
+    job_id = variables.values[RECORD]
     wait_for(lambda: Path(f"{marker}.pid").exists())
 
     second = ScriptRunnerRunScriptOperator(
-        task_id="t", script_id="long", args=[str(marker)], deferrable=True, poll_interval=0.2, timeout=60
+        task_id="run",
+        script_id="long",
+        args=[str(marker)],
+        deferrable=True,
+        poll_interval=0.2,
+        timeout=60,
+        retries=1,
     )
+    context = make_context(variables, try_number=2, max_tries=1)
     with pytest.raises(TaskDeferred) as deferred:
-        second.execute(make_context(store))
+        second.execute(context)
     assert deferred.value.trigger.job_id == job_id
+    assert context["ti"].xcom["scriptrunner_owner"] == {"try": 2, "job_id": job_id}
     assert Path(f"{marker}.count").read_text().count("run") == 1  # the script was not started again
     ScriptRunnerHook().cancel_job(job_id)
     finish_job(ScriptRunnerHook(), job_id)
 
 
-def test_a_cleared_task_after_success_runs_the_script_again(scriptrunner_connection, tmp_path):
+def test_a_retry_takes_the_result_of_a_job_that_succeeded_after_its_try_died(
+    scriptrunner_connection, tmp_path, monkeypatch, variables
+):
     counter = tmp_path / "counter"
-    store = FakeStore()
+    first = ScriptRunnerRunScriptOperator(task_id="run", script_id="counted", args=[str(counter)], retries=1)
+    monkeypatch.setattr(first, "_wait_in_worker", lambda *a: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        first.execute(make_context(variables, max_tries=1))
+    job_id = variables.values[RECORD]
+    finish_job(ScriptRunnerHook(), job_id)
+
+    retry = ScriptRunnerRunScriptOperator(task_id="run", script_id="counted", args=[str(counter)], retries=1)
+    result = retry.execute(make_context(variables, try_number=2, max_tries=1))
+    assert (result["job_id"], result["stdout"]) == (job_id, "run number 1\n")  # not run a second time
+    assert variables.values == {}
+
+
+def test_a_cleared_task_after_success_runs_the_script_again(scriptrunner_connection, tmp_path, variables):
+    counter = tmp_path / "counter"
+    # Try 1, then try 2 after a user cleared the task (max_tries raised to 1 + retries: not a retry).
     results = [
         ScriptRunnerRunScriptOperator(
-            task_id="t", script_id="counted", args=[str(counter)], deferrable=False
-        ).execute(make_context(store))
-        for _ in range(2)
+            task_id="run", script_id="counted", args=[str(counter)], deferrable=False
+        ).execute(make_context(variables, try_number=try_number, max_tries=max_tries))
+        for try_number, max_tries in ((1, 0), (2, 1))
     ]
     assert results[0]["job_id"] != results[1]["job_id"]
     assert [r["stdout"] for r in results] == ["run number 1\n", "run number 2\n"]

@@ -16,7 +16,15 @@ from airflow_provider_scriptrunner.task.limits import Deadline
 from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent
 from airflow_provider_scriptrunner.task.output import TRUNCATION_MARKER
 from tests.conftest import BASE_URL, job_body, mixed_text
-from tests.operators.test_scriptrunner_operators import JOB, FakeStore, make_context, mock_run, posts, run_op
+from tests.operators.test_scriptrunner_operators import (
+    JOB,
+    RECORD,
+    FakeVariables,
+    make_context,
+    mock_run,
+    posts,
+    run_op,
+)
 
 try:  # where BaseOperator.resume_execution takes them from: Airflow 3.2+, then 3.1
     from airflow.sdk.exceptions import TaskDeferralError, TaskDeferralTimeout
@@ -24,6 +32,11 @@ except ImportError:
     from airflow.exceptions import TaskDeferralError, TaskDeferralTimeout
 
 NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def variables(monkeypatch):
+    return FakeVariables.install(monkeypatch)
 
 
 @pytest.fixture
@@ -86,13 +99,19 @@ def test_timedelta_timeout(conn, requests_mock, clock):
         run_op(timeout=timedelta(minutes=1.5)).execute(make_context(start_date=started(0)))
 
 
-def test_a_failed_cancel_keeps_the_record_for_the_next_try(conn, requests_mock, clock):
+def test_a_failed_cancel_keeps_the_record_for_the_next_try(conn, requests_mock, clock, variables):
     mock_run(requests_mock, [{"status": "running"}] * 100)
     requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", status_code=503, text="")
-    store = FakeStore()
     with pytest.raises(ScriptRunnerJobError, match=r"canceling it failed.*the next try reattaches"):
-        run_op(timeout=5).execute(make_context(store, start_date=started(0)))
-    assert store.values == {"scriptrunner_job_id": JOB}  # not forgotten: no second copy on retry
+        run_op(timeout=5).execute(make_context(variables, start_date=started(0)))
+    assert variables.values == {RECORD: JOB}  # not forgotten: no second copy on retry
+
+
+def test_a_canceled_job_is_no_longer_recorded(conn, requests_mock, clock, variables):
+    mock_run(requests_mock, [{"status": "running"}] * 100)
+    with pytest.raises(ScriptRunnerJobError, match="it was canceled"):
+        run_op(timeout=5).execute(make_context(variables, start_date=started(0)))
+    assert variables.sets == [(RECORD, JOB)] and variables.values == {}
 
 
 def test_deferral_carries_the_deadline_and_a_later_airflow_backstop(conn, requests_mock, clock):
@@ -113,7 +132,8 @@ def test_deferral_carries_the_deadline_and_a_later_airflow_backstop(conn, reques
     assert info.value.timeout == timedelta(seconds=15 + 60)  # DEFER_TIMEOUT_GRACE (60 s) after the deadline
     assert trigger.stream_logs is True and trigger.log_page_bytes == 512
     assert (trigger.idle.idle_timeout, trigger.idle.sizes, trigger.idle.since) == (30.0, (3, 0), NOW)
-    assert context["ti"].xcom["scriptrunner_try"] == 2  # which try owns the job, for the trigger
+    # Which try owns which job, for the trigger's verdict should the task be cleared.
+    assert context["ti"].xcom["scriptrunner_owner"] == {"try": 2, "job_id": JOB}
     # What the triggerer gets: plain JSON, from which the same limits come back.
     kwargs = json.loads(json.dumps(trigger.serialize()[1]))
     assert kwargs["deadline"] == {"at": NOW + 15, "limit": "execution_timeout", "seconds": 20.0}
@@ -219,17 +239,21 @@ def test_deferred_result_of_a_truncated_stream_ends_with_the_preview(conn, reque
 
 
 @pytest.mark.parametrize(("status", "cancelled"), [("running", 1), ("succeeded", 0)])
-def test_resume_after_airflow_ended_the_deferral_cancels_a_live_job(conn, requests_mock, status, cancelled):
+def test_resume_after_airflow_ended_the_deferral_cancels_a_live_job(
+    conn, requests_mock, variables, status, cancelled
+):
     requests_mock.get(f"{BASE_URL}/jobs/{JOB}", json=job_body(JOB, status))
     requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", json=job_body(JOB, "running"))
-    context = make_context(FakeStore(scriptrunner_job_id=JOB))
+    variables.values[RECORD] = JOB
+    context = make_context(variables)
     with pytest.raises(TaskDeferralTimeout):
         run_op(deferrable=True).resume_execution("__fail__", {"error": "Trigger timeout"}, context)
     assert len(cancels(requests_mock)) == cancelled
 
 
-def test_resume_after_airflow_ended_the_deferral_respects_cancel_on_kill(conn, requests_mock):
-    context = make_context(FakeStore(scriptrunner_job_id=JOB))
+def test_resume_after_airflow_ended_the_deferral_respects_cancel_on_kill(conn, requests_mock, variables):
+    variables.values[RECORD] = JOB
+    context = make_context(variables)
     with pytest.raises(TaskDeferralError):
         run_op(deferrable=True, cancel_on_kill=False).resume_execution(
             "__fail__", {"error": "Trigger failure"}, context
@@ -237,7 +261,7 @@ def test_resume_after_airflow_ended_the_deferral_respects_cancel_on_kill(conn, r
     assert requests_mock.call_count == 0
 
 
-def test_resume_finds_the_job_in_xcom_without_a_store(conn, requests_mock):
+def test_resume_finds_the_job_in_xcom_without_a_record(conn, requests_mock):
     requests_mock.get(f"{BASE_URL}/jobs/{JOB}", json=job_body(JOB, "running"))
     requests_mock.post(f"{BASE_URL}/jobs/{JOB}/cancel", json=job_body(JOB, "running"))
     context = make_context()
@@ -255,48 +279,19 @@ def test_a_normal_resume_goes_to_execute_complete(conn, requests_mock):
     assert result["stdout"] == "ok\n" and not cancels(requests_mock)
 
 
-# -- the job store on Airflow 3.1/3.2 (a Variable) ---------------------------------------------------
-
-
-class FakeVariables:
-    def __init__(self):
-        self.values: dict[str, str] = {}
-
-    def get(self, key, default=None):
-        return self.values.get(key, default)
-
-    def set(self, key, value, description=None):
-        self.values[key] = value
-
-    def delete(self, key):
-        self.values.pop(key, None)
-
-
-@pytest.fixture
-def variables(monkeypatch):
-    import airflow.sdk
-
-    from airflow_provider_scriptrunner import _compat
-
-    fake = FakeVariables()
-    monkeypatch.setattr(_compat, "HAS_TASK_STATE_STORE", False)
-    monkeypatch.setattr(airflow.sdk, "Variable", fake)
-    return fake
+# -- the job record: an Airflow Variable ----------------------------------------------------------
 
 
 def variable_context(try_number=1):
-    context = make_context(try_number=try_number)
-    ti = context["ti"]
-    ti.dag_id, ti.run_id, ti.task_id, ti.map_index = "etl", "manual__2026-12-01", "run", 3
-    return context
+    return make_context(try_number=try_number, dag_id="etl", run_id="manual__2026-12-01", map_index=3)
 
 
-def test_without_a_task_state_store_a_variable_remembers_the_job(conn, requests_mock, variables):
+def test_a_variable_remembers_the_job_for_the_next_try(conn, requests_mock, variables):
     mock_run(requests_mock, [{"status": "running"}])
     with pytest.raises(TaskDeferred):
         run_op(deferrable=True).execute(variable_context())
     assert variables.values == {"scriptrunner_job__etl__manual__2026-12-01__run__3": JOB}
-    # The next try reattaches through it (Airflow 3.1/3.2: one task, never two live copies).
+    # The next try reattaches through it: one task, never two live copies.
     requests_mock.get(
         f"{BASE_URL}/jobs/{JOB}", [{"json": job_body(JOB, "running")}, {"json": job_body(JOB, "succeeded")}]
     )
@@ -312,10 +307,9 @@ def test_variable_keys_stay_within_airflow_limits():
 
 
 def test_a_broken_store_never_fails_the_run(conn, requests_mock, variables, task_log):
-    def broken(*args, **kwargs):
-        raise RuntimeError("API server down")
-
-    variables.get = variables.set = variables.delete = broken
+    variables.error = RuntimeError("API server down")
     mock_run(requests_mock, [{"status": "succeeded"}])
     assert run_op().execute(variable_context())["status"] == "succeeded"
-    assert "Could not record job" in task_log.text and "Variable" in task_log.text
+    assert "Could not read the previous try's job from the Variable: API server down" in task_log.text
+    assert f"Could not record job {JOB} in the Variable: API server down" in task_log.text
+    assert "Could not clear the job record in the Variable: API server down" in task_log.text

@@ -8,11 +8,13 @@ import time
 import pytest
 
 from airflow_provider_scriptrunner import _compat
-from airflow_provider_scriptrunner._compat import AirflowSkipException, TaskDeferred
+from airflow_provider_scriptrunner._compat import AirflowFailException, AirflowSkipException, TaskDeferred
 from airflow_provider_scriptrunner.client.errors import (
-    ScriptRunnerError,
+    ScriptRunnerApiError,
+    ScriptRunnerAuthError,
     ScriptRunnerJobError,
     ScriptRunnerJobNotFoundError,
+    ScriptRunnerResponseError,
 )
 from airflow_provider_scriptrunner.client.models import ScriptRunnerJob
 from airflow_provider_scriptrunner.operators import run_script as ops
@@ -31,12 +33,27 @@ JOB = "job_100_1"
 JOB_URL = f"{BASE_URL}/jobs/{JOB}"
 
 
+#: The task instance whose job record the reruns follow: its ids, and the key of its Variable.
+TASK_IDS = {"dag_id": "etl", "run_id": "manual__2026-01-01", "task_id": "run", "map_index": -1}
+RECORD = "scriptrunner_job__etl__manual__2026-01-01__run__-1"
+
+
 class FakeTI:
-    def __init__(self, try_number=1, start_date=None):
+    def __init__(
+        self,
+        try_number=1,
+        start_date=None,
+        max_tries=None,
+        dag_id=None,
+        run_id=None,
+        task_id="run",
+        map_index=-1,
+    ):
         self.xcom: dict[str, object] = {}
         self.try_number = try_number
+        self.max_tries = max_tries
         self.start_date = start_date
-        self.task_id = "run"
+        self.dag_id, self.run_id, self.task_id, self.map_index = dag_id, run_id, task_id, map_index
 
     def xcom_push(self, key, value):
         json.dumps(value)  # XCom values must be JSON
@@ -46,27 +63,59 @@ class FakeTI:
         return self.xcom.get(key)
 
 
-class FakeStore:
-    """Stand-in for Airflow 3.3's task_state_store accessor."""
+class FakeVariables:
+    """
+    airflow.sdk.Variable in memory, where the job record of a task's tries lives. ``error``, when
+    set, is raised by every call (an API server that is down).
+    """
 
-    def __init__(self, **values):
-        self.values = dict(values)
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.descriptions: dict[str, str | None] = {}
+        self.sets: list[tuple[str, str]] = []
+        self.error: Exception | None = None
+
+    @classmethod
+    def install(cls, monkeypatch) -> FakeVariables:
+        from airflow.sdk import Variable
+
+        fake = cls()
+        for name in ("get", "set", "delete"):
+            monkeypatch.setattr(Variable, name, staticmethod(getattr(fake, name)))
+        return fake
 
     def get(self, key, default=None):
+        self._fail()
         return self.values.get(key, default)
 
-    def set(self, key, value, **_):
+    def set(self, key, value, description=None):
+        self._fail()
+        self.sets.append((key, value))
         self.values[key] = value
+        self.descriptions[key] = description
 
     def delete(self, key):
+        self._fail()
         self.values.pop(key, None)
 
+    def _fail(self) -> None:
+        if self.error is not None:
+            raise self.error
 
-def make_context(store=None, **ti):
-    context = {"ti": FakeTI(**ti)}
-    if store is not None:
-        context["task_state_store"] = store
-    return context
+
+@pytest.fixture
+def variables(monkeypatch):
+    return FakeVariables.install(monkeypatch)
+
+
+def make_context(variables=None, **ti):
+    """
+    A try's context. Given ``variables`` (the fake Variables), its task instance has the ids of
+    :data:`TASK_IDS` (the record is :data:`RECORD`); without, it has no ids and keeps no record.
+    """
+    if variables is not None:
+        ti = {"dag_id": TASK_IDS["dag_id"], "run_id": TASK_IDS["run_id"], **ti}
+    return {"ti": FakeTI(**ti)}
 
 
 @pytest.fixture(autouse=True)
@@ -321,11 +370,18 @@ def test_server_truncation_is_reported(conn, requests_mock, task_log):
     assert "The server truncated stdout" in task_log.text
 
 
-def test_bad_templated_args_fail_before_any_request(conn, requests_mock):
-    with pytest.raises(TypeError, match=r"args\[0\]"):
+NOT_RETRIED = " (not retried: another try would fail the same way)"
+
+
+def test_bad_templated_args_fail_before_any_request_without_retries(conn, requests_mock):
+    with pytest.raises(AirflowFailException) as info:
         run_op(args=[None]).execute(make_context())
-    with pytest.raises(ValueError, match="script_id is empty"):
+    assert str(info.value) == "args[0] must be a string (or a number), got NoneType: None" + NOT_RETRIED
+    assert type(info.value.__cause__) is TypeError
+    with pytest.raises(AirflowFailException) as info:
         run_op(script_id="").execute(make_context())
+    assert str(info.value).startswith("script_id is empty: give the id of a script")
+    assert type(info.value.__cause__) is ValueError
     assert requests_mock.call_count == 0
 
 
@@ -351,21 +407,48 @@ def test_bad_templated_args_fail_before_any_request(conn, requests_mock):
 @pytest.mark.parametrize("operator", [ScriptRunnerRunScriptOperator, ScriptRunnerSubmitScriptOperator])
 def test_args_given_as_a_string_fail_with_a_hint(conn, requests_mock, operator, args, message):
     op = operator(task_id="t", script_id="quick-echo", args=args)
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(AirflowFailException) as info:
         op.execute(make_context())
-    assert str(info.value) == message
+    assert str(info.value) == message + NOT_RETRIED
+    assert type(info.value.__cause__) is TypeError
     assert requests_mock.call_count == 0
 
 
-def test_unknown_script_surfaces_the_server_error(conn, requests_mock):
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [("SCRIPT_NOT_FOUND", "script not found: nope"), ("INVALID_ARGS", "args[0] too long")],
+)
+@pytest.mark.parametrize("operator", [ScriptRunnerRunScriptOperator, ScriptRunnerSubmitScriptOperator])
+def test_what_the_server_rejects_for_good_fails_without_retries(conn, requests_mock, operator, code, message):
     requests_mock.post(
-        f"{BASE_URL}/run",
-        status_code=400,
-        json={"ok": False, "error": {"code": "SCRIPT_NOT_FOUND", "message": "script not found: nope"}},
+        f"{BASE_URL}/run", status_code=400, json={"ok": False, "error": {"code": code, "message": message}}
     )
-    with pytest.raises(ScriptRunnerError) as info:
-        run_op(script_id="nope").execute(make_context())
-    assert info.value.error_code == "SCRIPT_NOT_FOUND"
+    with pytest.raises(AirflowFailException) as info:
+        operator(task_id="t", script_id="nope").execute(make_context())
+    assert (
+        str(info.value)
+        == f"script-runner answered 400 {code} to POST {BASE_URL}/run: {message}" + NOT_RETRIED
+    )
+    assert info.value.__cause__.error_code == code
+    assert len(posts(requests_mock, "/run")) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (503, {"ok": False, "error": {"code": "INTERNAL_ERROR", "message": "busy"}}, ScriptRunnerApiError),
+        (401, {"ok": False, "error": {"code": "UNAUTHORIZED", "message": "no token"}}, ScriptRunnerAuthError),
+        (429, "Too Many Requests", ScriptRunnerResponseError),
+    ],
+)
+def test_failures_a_later_try_may_not_meet_keep_the_retries(conn, requests_mock, status, body, error):
+    # A busy or failing server, and credentials (fixable in the connection before the next try).
+    kwargs = {"json": body} if isinstance(body, dict) else {"text": body}
+    requests_mock.post(f"{BASE_URL}/run", status_code=status, **kwargs)
+    with pytest.raises(error) as info:
+        run_op().execute(make_context())
+    assert not isinstance(info.value, AirflowFailException)
+    assert info.value.status_code == status
 
 
 # -- timeout ----------------------------------------------------------------------------------
@@ -481,6 +564,113 @@ def test_execute_complete_error_event_cancels_the_job(conn, requests_mock):
     assert len(posts(requests_mock, f"/jobs/{JOB}/cancel")) == 1
 
 
+# -- the event of another try's trigger --------------------------------------------------------------
+
+
+def try_key(try_number=1, **ids):
+    """An event's ``task``: the try of the task instance its trigger was fired for."""
+    return {**TASK_IDS, **ids, "try_number": try_number}
+
+
+def stray_event(**key):
+    """The event of a trigger fired for the try ``key``: job JOB failed."""
+    job = ScriptRunnerJob.from_api(job_body(JOB, "failed", code=1))
+    event = JobEvent(EventKind.ENDED, f"{NAME} failed with exit code 1", JOB, job, task=try_key(**key))
+    return json.loads(json.dumps(event.to_dict()))
+
+
+def own_job_context(variables, job_id="job_new_2", **ti):
+    """A try that submitted ``job_id`` (its XCom and the task's record) and deferred."""
+    context = make_context(variables, **ti)
+    context["ti"].xcom["job_id"] = job_id
+    variables.values[RECORD] = job_id
+    return context
+
+
+def test_an_event_of_an_earlier_tries_trigger_is_ignored_and_the_own_job_followed(
+    conn, requests_mock, variables, task_log
+):
+    # Try 1's trigger fired into try 2 (a reused trigger id): try 2 waits again for its own job.
+    requests_mock.get(f"{BASE_URL}/jobs/job_new_2", json=job_body("job_new_2", "running"))
+    context = own_job_context(variables, try_number=2)
+    with pytest.raises(TaskDeferred) as info:
+        run_op(deferrable=True, timeout=60).execute_complete(context, stray_event(try_number=1))
+    trigger = info.value.trigger
+    assert (trigger.job_id, info.value.method_name) == ("job_new_2", "execute_complete")
+    assert (trigger.deadline.limit, trigger.deadline.seconds) == ("timeout", 60.0)
+    assert context["ti"].xcom["scriptrunner_owner"] == {"try": 2, "job_id": "job_new_2"}
+    # The other try's job is neither judged nor canceled: it is not this try's.
+    assert [(r.method, r.path) for r in requests_mock.request_history] == [("GET", "/jobs/job_new_2")]
+    assert (
+        "Ignoring the event of another try's trigger ({'dag_id': 'etl', 'run_id': 'manual__2026-01-01', "
+        "'task_id': 'run', 'map_index': -1, 'try_number': 1}, job job_100_1): this is try 2; "
+        "following its job job_new_2"
+    ) in task_log.text
+    assert variables.values == {RECORD: "job_new_2"}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"try_number": 1},
+        {"try_number": 3},
+        {"try_number": 2, "task_id": "other"},
+        {"try_number": 2, "map_index": 4},
+        {"try_number": 2, "run_id": "manual__2026-01-02"},
+        {"try_number": 2, "dag_id": "other_dag"},
+    ],
+    ids=["earlier-try", "later-try", "other-task", "other-map-index", "other-run", "other-dag"],
+)
+def test_a_stray_event_finishes_with_the_own_job_when_it_has_ended(conn, requests_mock, variables, key):
+    mock_run(requests_mock, [{"status": "succeeded"}], stdout=b"mine\n", job_id="job_new_2")
+    result = run_op(deferrable=True).execute_complete(
+        own_job_context(variables, try_number=2), stray_event(**key)
+    )
+    assert (result["job_id"], result["status"], result["stdout"]) == ("job_new_2", "succeeded", "mine\n")
+    assert [r.path for r in requests_mock.request_history if JOB in r.path] == []
+    assert variables.values == {}  # the own job ended: its record is cleared
+
+
+def test_a_stray_event_fails_the_try_only_for_its_own_jobs_failure(conn, requests_mock, variables):
+    mock_run(requests_mock, [{"status": "failed", "code": 4}], stderr=b"own boom\n", job_id="job_new_2")
+    with pytest.raises(ScriptRunnerJobError) as info:
+        run_op(deferrable=True).execute_complete(
+            own_job_context(variables, try_number=2), stray_event(try_number=1)
+        )
+    assert str(info.value) == (
+        "script 'quick-echo' (job job_new_2) failed with exit code 4. End of stderr:\nown boom"
+    )
+    assert info.value.job.job_id == "job_new_2"
+
+
+def test_a_stray_event_without_a_known_job_of_this_try_fails(conn, requests_mock, variables):
+    with pytest.raises(ScriptRunnerJobError) as info:
+        run_op(deferrable=True).execute_complete(
+            make_context(variables, try_number=2), stray_event(try_number=1)
+        )
+    assert str(info.value) == "this try's job is not known (the event received was job job_100_1's)"
+    assert requests_mock.call_count == 0
+
+
+@pytest.mark.parametrize(
+    ("task", "ti"),
+    [
+        (None, {"try_number": 2}),
+        (try_key(try_number=2), {"try_number": 2}),
+        (try_key(try_number=2), {"try_number": 2, "map_index": None}),  # unmapped either way
+        (try_key(try_number=2), {"try_number": None}),  # a try of unknown number: not a stranger
+    ],
+    ids=["no-task", "this-try", "map-index-none", "no-try-number"],
+)
+def test_an_event_of_this_try_is_handled_as_its_own(conn, requests_mock, variables, task, ti):
+    mock_run(requests_mock, [{"status": "succeeded"}], stdout=b"out\n")
+    variables.values[RECORD] = JOB
+    event = json.loads(json.dumps(JobEvent(EventKind.ENDED, "ok", JOB, task=task).to_dict()))
+    result = run_op(deferrable=True).execute_complete(make_context(variables, **ti), event)
+    assert (result["job_id"], result["stdout"]) == (JOB, "out\n")
+    assert variables.values == {}
+
+
 # -- cancel on kill ---------------------------------------------------------------------------
 
 
@@ -509,52 +699,154 @@ def test_on_kill_never_raises(conn, requests_mock, task_log):
     assert "Could not cancel job" in task_log.text
 
 
-# -- reruns (task_state_store) ----------------------------------------------------------------
+# -- reruns: the job record (an Airflow Variable) ---------------------------------------------------
 
 
-def test_job_id_is_recorded_and_cleared_after_the_end(conn, requests_mock):
+def test_job_id_is_recorded_at_submit_and_cleared_after_the_end(conn, requests_mock, variables):
     mock_run(requests_mock, [{"status": "succeeded"}])
-    store = FakeStore()
-    seen = []
-    original = store.set
-    store.set = lambda k, v, **kw: (seen.append((k, v)), original(k, v))
-    run_op().execute(make_context(store))
-    assert seen == [("scriptrunner_job_id", JOB)]
-    assert store.values == {}
+    run_op().execute(make_context(variables))
+    assert variables.sets == [("scriptrunner_job__etl__manual__2026-01-01__run__-1", JOB)]
+    assert variables.descriptions == {
+        "scriptrunner_job__etl__manual__2026-01-01__run__-1": (
+            "script-runner job of a running task (airflow-provider-scriptrunner)"
+        )
+    }
+    assert variables.values == {}
 
 
-def test_a_new_try_reattaches_to_a_running_job(conn, requests_mock):
+def test_the_record_is_kept_while_the_task_is_deferred(conn, requests_mock, variables):
+    mock_run(requests_mock, [{"status": "running"}])
+    with pytest.raises(TaskDeferred):
+        run_op(deferrable=True).execute(make_context(variables))
+    assert variables.values == {"scriptrunner_job__etl__manual__2026-01-01__run__-1": JOB}
+
+
+def test_each_mapped_task_instance_has_a_record_of_its_own(conn, requests_mock, variables):
+    mock_run(requests_mock, [{"status": "running"}])
+    for map_index in (0, 1):
+        with pytest.raises(TaskDeferred):
+            run_op(deferrable=True).execute(make_context(variables, map_index=map_index))
+    assert variables.values == {
+        "scriptrunner_job__etl__manual__2026-01-01__run__0": JOB,
+        "scriptrunner_job__etl__manual__2026-01-01__run__1": JOB,
+    }
+
+
+def test_a_new_try_reattaches_to_a_running_job(conn, requests_mock, variables, task_log):
     mock_run(
         requests_mock,
         [{"status": "running"}, {"status": "running"}, {"status": "succeeded"}],
         job_id="job_old_1",
         stdout=b"x\n",
     )
-    result = run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))
+    variables.values[RECORD] = "job_old_1"
+    result = run_op().execute(make_context(variables, try_number=2))
     assert posts(requests_mock) == []
     assert result["job_id"] == "job_old_1"
+    assert "Reattaching to job job_old_1 from an earlier try (still running)" in task_log.text
+    assert variables.values == {}  # the job ended: nothing left to reattach to
+
+
+def test_a_retry_of_a_deferred_task_reattaches_and_defers_again(conn, requests_mock, variables):
+    mock_run(requests_mock, [{"status": "running"}], job_id="job_old_1")
+    variables.values[RECORD] = "job_old_1"
+    context = make_context(variables, try_number=2, max_tries=2)
+    with pytest.raises(TaskDeferred) as info:
+        run_op(deferrable=True, retries=2).execute(context)
+    assert info.value.trigger.job_id == "job_old_1"
+    assert posts(requests_mock) == []
+    # The owner of the job is now this try: the trigger of try 1 leaves the job to it.
+    assert context["ti"].xcom["scriptrunner_owner"] == {"try": 2, "job_id": "job_old_1"}
+    assert variables.values == {RECORD: "job_old_1"}
 
 
 @pytest.mark.parametrize("old_state", ["succeeded", "failed", "canceled"])
-def test_a_new_try_after_the_job_ended_runs_the_script_again(conn, requests_mock, old_state):
+def test_a_new_try_after_the_job_ended_runs_the_script_again(conn, requests_mock, variables, old_state):
     requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", old_state))
     mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
-    result = run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))
+    variables.values[RECORD] = "job_old_1"
+    result = run_op().execute(make_context(variables, try_number=2))
     assert len(posts(requests_mock)) == 1
     assert result["job_id"] == "job_new_2"
+    assert variables.sets == [(RECORD, "job_new_2")] and variables.values == {}
 
 
-def test_a_forgotten_job_is_not_reattached(conn, requests_mock):
+def test_a_retry_takes_the_result_of_an_earlier_try_whose_job_succeeded(
+    conn, requests_mock, variables, task_log
+):
+    # Try 1 of a task with retries=2 died after its job ended: try 2 (max_tries 2) is a retry.
+    requests_mock.get(
+        f"{BASE_URL}/jobs/job_old_1",
+        json=job_body("job_old_1", "succeeded", stdoutSize=6, stdoutPreview="done!\n"),
+    )
+    variables.values[RECORD] = "job_old_1"
+    context = make_context(variables, try_number=2, max_tries=2)
+    result = run_op(retries=2).execute(context)
+    assert posts(requests_mock) == []
+    assert (result["job_id"], result["status"], result["stdout"]) == ("job_old_1", "succeeded", "done!\n")
+    assert context["ti"].xcom["job_id"] == "job_old_1"
+    assert "[stdout] done!" in task_log.text
+    assert "Job job_old_1 of an earlier try already succeeded, but that try did not finish" in task_log.text
+    assert variables.values == {}
+
+
+def test_a_deferrable_retry_takes_the_result_without_deferring(conn, requests_mock, variables):
+    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", "succeeded"))
+    variables.values[RECORD] = "job_old_1"
+    result = run_op(deferrable=True, retries=1).execute(make_context(variables, try_number=2, max_tries=1))
+    assert (result["job_id"], result["status"]) == ("job_old_1", "succeeded")
+    assert posts(requests_mock) == [] and variables.values == {}
+
+
+@pytest.mark.parametrize(
+    ("old_state", "try_number", "max_tries", "why"),
+    [
+        ("succeeded", 3, 4, "a user cleared the task: its first try since the clear reruns the script"),
+        ("succeeded", 1, 2, "the first try"),
+        ("failed", 2, 2, "a retry after a failed job is what retries are for"),
+        ("canceled", 2, 2, "a retry after a canceled job"),
+    ],
+)
+def test_the_script_runs_again_unless_a_retry_finds_a_success(
+    conn, requests_mock, variables, old_state, try_number, max_tries, why
+):
+    requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", old_state))
+    mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
+    variables.values[RECORD] = "job_old_1"
+    context = make_context(variables, try_number=try_number, max_tries=max_tries)
+    assert run_op(retries=2).execute(context)["job_id"] == "job_new_2", why
+    assert len(posts(requests_mock)) == 1
+
+
+def test_a_try_killed_mid_job_is_retried_on_the_same_job(conn, requests_mock, variables):
+    # Try 1 submits, then its process dies (SIGKILL: no on_kill, no cleanup); try 2 follows the job.
+    mock_run(requests_mock, [{"status": "running"}], job_id="job_old_1")
+    with pytest.raises(TaskDeferred):
+        run_op(deferrable=True, retries=1).execute(make_context(variables, try_number=1, max_tries=1))
+    assert variables.values == {RECORD: "job_old_1"}
+    requests_mock.get(
+        f"{BASE_URL}/jobs/job_old_1",
+        [{"json": job_body("job_old_1", "running")}, {"json": job_body("job_old_1", "succeeded")}],
+    )
+    result = run_op(retries=1).execute(make_context(variables, try_number=2, max_tries=1))
+    assert result["job_id"] == "job_old_1"
+    assert len(posts(requests_mock)) == 1  # try 1's submit only
+    assert variables.values == {}
+
+
+def test_a_forgotten_job_is_not_reattached(conn, requests_mock, variables):
     requests_mock.get(
         f"{BASE_URL}/jobs/job_old_1",
         status_code=404,
         json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}},
     )
     mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
-    assert run_op().execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"] == "job_new_2"
+    variables.values[RECORD] = "job_old_1"
+    assert run_op().execute(make_context(variables, try_number=2))["job_id"] == "job_new_2"
+    assert variables.sets == [(RECORD, "job_new_2")]
 
 
-def test_reattach_false_cancels_the_previous_job_before_submitting(conn, requests_mock):
+def test_reattach_false_cancels_the_previous_job_before_submitting(conn, requests_mock, variables):
     old = f"{BASE_URL}/jobs/job_old_1"
     requests_mock.get(
         old,
@@ -566,33 +858,37 @@ def test_reattach_false_cancels_the_previous_job_before_submitting(conn, request
     )
     requests_mock.post(f"{old}/cancel", json=job_body("job_old_1", "running"))
     mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
-    assert (
-        run_op(reattach=False).execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))["job_id"]
-        == "job_new_2"
-    )
+    variables.values[RECORD] = "job_old_1"
+    assert run_op(reattach=False).execute(make_context(variables, try_number=2))["job_id"] == "job_new_2"
     calls = [(r.method, r.path) for r in requests_mock.request_history]
     # The old copy is canceled and seen ended before the script is started again.
     assert calls.index(("POST", "/jobs/job_old_1/cancel")) < calls.index(("POST", "/run"))
     assert calls.index(("GET", "/jobs/job_old_1")) < calls.index(("POST", "/run"))
     assert [c for c in calls if c[1] == "/jobs/job_old_1"][-1] == ("GET", "/jobs/job_old_1")
+    assert variables.sets == [(RECORD, "job_new_2")]
 
 
-def test_reattach_false_refuses_a_second_copy_when_the_first_will_not_stop(conn, requests_mock, monkeypatch):
+def test_reattach_false_refuses_a_second_copy_when_the_first_will_not_stop(
+    conn, requests_mock, variables, monkeypatch
+):
     clock = iter(range(0, 10000, 7))
     monkeypatch.setattr(ops.time, "monotonic", lambda: float(next(clock)))
     requests_mock.get(f"{BASE_URL}/jobs/job_old_1", json=job_body("job_old_1", "running"))
     requests_mock.post(f"{BASE_URL}/jobs/job_old_1/cancel", json=job_body("job_old_1", "running"))
     mock_run(requests_mock, [{"status": "succeeded"}], job_id="job_new_2")
+    variables.values[RECORD] = "job_old_1"
     with pytest.raises(ScriptRunnerJobError, match="not starting a second copy"):
-        run_op(reattach=False).execute(make_context(FakeStore(scriptrunner_job_id="job_old_1")))
+        run_op(reattach=False).execute(make_context(variables, try_number=2))
     assert posts(requests_mock) == []
+    assert variables.values == {RECORD: "job_old_1"}  # still the job of the task: the next try sees it
 
 
-def test_without_a_state_store_every_try_submits(conn, requests_mock):
+def test_without_task_ids_every_try_submits(conn, requests_mock, variables):
     mock_run(requests_mock, [{"status": "succeeded"}, {"status": "succeeded"}])
     run_op().execute(make_context())
     run_op().execute(make_context())
     assert len(posts(requests_mock)) == 2
+    assert variables.sets == []
 
 
 # -- submit, cancel, logs ---------------------------------------------------------------------
@@ -628,9 +924,10 @@ def test_cancel_of_an_unknown_job_fails(conn, requests_mock):
         status_code=404,
         json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}},
     )
-    with pytest.raises(ScriptRunnerJobNotFoundError) as info:
+    with pytest.raises(AirflowFailException, match="JOB_NOT_FOUND") as info:
         ScriptRunnerCancelJobOperator(task_id="cancel", job_id="nope").execute(make_context())
-    assert info.value.error_code == "JOB_NOT_FOUND"
+    assert type(info.value.__cause__) is ScriptRunnerJobNotFoundError
+    assert str(info.value).endswith(NOT_RETRIED)
 
 
 def test_cancel_wait_is_bounded(conn, requests_mock, monkeypatch):
@@ -673,17 +970,25 @@ def test_logs_operator_offset_and_limit(conn, requests_mock):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"offset": -1}, "offset must be"),
-        ({"limit": 0}, "limit must be"),
-        ({"stream": "all"}, "stream must be"),
-    ],
+    ("kwargs", "match"), [({"offset": -1}, "offset must be"), ({"limit": 0}, "limit must be")]
 )
-def test_logs_operator_bad_input(conn, requests_mock, kwargs, match):
+def test_logs_operator_bad_arguments_fail_when_the_dag_is_parsed(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB, **kwargs).execute(make_context())
-    assert requests_mock.call_count == 0
+        ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB, **kwargs)
+
+
+def test_logs_operator_bad_templated_input_fails_without_retries(conn, requests_mock):
+    with pytest.raises(AirflowFailException, match="stream must be 'stdout', 'stderr' or 'both', got 'all'"):
+        ScriptRunnerGetJobLogsOperator(task_id="logs", job_id=JOB, stream="all").execute(make_context())
+    requests_mock.get(
+        f"{BASE_URL}/jobs/nope",
+        status_code=404,
+        json={"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": "job not found"}},
+    )
+    with pytest.raises(AirflowFailException, match="JOB_NOT_FOUND") as info:
+        ScriptRunnerGetJobLogsOperator(task_id="logs", job_id="nope").execute(make_context())
+    assert type(info.value.__cause__) is ScriptRunnerJobNotFoundError
+    assert requests_mock.call_count == 1
 
 
 # -- the task's link to its job ----------------------------------------------------------------
@@ -716,7 +1021,7 @@ def test_job_link_points_at_the_job_after_a_run(conn, requests_mock, no_xcom_rea
 
 def test_job_link_is_empty_for_a_task_that_failed_before_submitting(conn, requests_mock, no_xcom_reads):
     op = run_op(args="orders 2024-01-01")
-    with pytest.raises(TypeError, match="args must be a list"):
+    with pytest.raises(AirflowFailException, match="args must be a list"):
         op.execute(make_context())
     assert requests_mock.call_count == 0
     assert link_of(op) == ""

@@ -330,6 +330,59 @@ def test_execute_complete_ended_event_without_job_does_not_succeed(conn):
 
 
 # --------------------------------------------------------------------------------------------
+# execute_complete() with the event of another try's trigger (a trigger id reused on SQLite)
+
+
+def sensor_ti(try_number=2, **ids):
+    return SimpleNamespace(
+        **{"dag_id": "etl", "run_id": "manual__1", "task_id": "wait_for_job", "map_index": -1, **ids},
+        try_number=try_number,
+        start_date=None,
+    )
+
+
+def task_key(try_number=2, **ids):
+    """An event's ``task``: the try of the task instance its trigger was fired for."""
+    ids = {"dag_id": "etl", "run_id": "manual__1", "task_id": "wait_for_job", "map_index": -1, **ids}
+    return {**ids, "try_number": try_number}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [task_key(try_number=1), task_key(task_id="other_sensor"), task_key(map_index=3)],
+    ids=["other-try", "other-task", "other-map-index"],
+)
+def test_execute_complete_waits_again_after_another_tries_event(conn, requests_mock, task_log, key):
+    # The event says the job failed; this try's own reading of the job says it runs: wait again.
+    requests_mock.get(JOB_URL, json=job_body(JOB, "running"))
+    event = _event("ended", job_body(JOB, "failed", code=3), task=key)
+    with pytest.raises(TaskDeferred) as excinfo:
+        make_sensor(deferrable=True, poke_interval=7).execute_complete({"ti": sensor_ti()}, event)
+    trigger = excinfo.value.trigger
+    assert (trigger.job_id, trigger.poll_interval, trigger.cancel_on_kill) == (JOB, 7.0, False)
+    assert excinfo.value.method_name == "execute_complete"
+    assert f"Ignoring the event of another try's trigger ({key}); waiting again" in task_log.text
+    assert_never_canceled(requests_mock)
+
+
+def test_execute_complete_after_another_tries_event_judges_the_job_itself(conn, requests_mock):
+    body = job_body(JOB, "succeeded", stdoutPreview="out\n")
+    requests_mock.get(JOB_URL, json=body)
+    event = _event("ended", job_body(JOB, "failed", code=3), task=task_key(try_number=1))
+    result = make_sensor(deferrable=True).execute_complete({"ti": sensor_ti()}, event)
+    assert result == ScriptRunnerJob.from_api(body).to_dict()
+    assert [r.method for r in requests_mock.request_history] == ["GET"]
+
+
+@pytest.mark.parametrize("task", [task_key(), None], ids=["this-try", "no-task"])
+def test_execute_complete_takes_the_event_of_its_own_try(conn, requests_mock, task):
+    event = _event("ended", job_body(JOB, "failed", code=3), task=task)
+    with pytest.raises(AirflowFailException, match="failed with exit code 3"):
+        make_sensor(deferrable=True).execute_complete({"ti": sensor_ti()}, event)
+    assert requests_mock.call_count == 0  # the event's job is judged, not read again
+
+
+# --------------------------------------------------------------------------------------------
 # The deferred path end to end: the sensor's own trigger, run against a fake server
 
 
@@ -542,3 +595,18 @@ def test_execute_complete_logs_only_what_the_trigger_did_not(conn, requests_mock
     assert make_sensor(stream_logs=True).execute_complete({}, event)["status"] == "succeeded"
     assert "[stdout] new" in task_log.text and "[stdout] seen" not in task_log.text
     assert_never_canceled(requests_mock)
+
+
+@pytest.mark.parametrize("deferrable", [False, True])
+def test_a_job_id_no_retry_can_fix_fails_without_retries(conn, requests_mock, no_sleep, deferrable):
+    with pytest.raises(AirflowFailException, match=r"job_id is empty: pass the job id returned"):
+        make_sensor(job_id=" ", deferrable=deferrable).execute({})
+    assert requests_mock.call_count == 0
+
+
+def test_a_bad_connection_keeps_the_retries(monkeypatch, requests_mock, no_sleep):
+    # Fixable in Airflow before the next try: not a reason to give up at once.
+    monkeypatch.setenv("AIRFLOW_CONN_SCRIPTRUNNER_DEFAULT", '{"conn_type": "scriptrunner", "host": ""}')
+    with pytest.raises(ScriptRunnerError, match="the script-runner connection has no host") as info:
+        make_sensor().execute({})
+    assert not isinstance(info.value, AirflowFailException)

@@ -14,13 +14,15 @@ from airflow_provider_scriptrunner.client.models import JobStatus, ScriptRunnerJ
 from airflow_provider_scriptrunner.hooks.scriptrunner import ScriptRunnerAsyncHook
 from airflow_provider_scriptrunner.task.limits import Deadline
 from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent
-from airflow_provider_scriptrunner.task.ownership import CancelVerdict
+from airflow_provider_scriptrunner.task.ownership import CancelVerdict, Owner
 from airflow_provider_scriptrunner.triggers import scriptrunner as trigger_module
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 from tests.conftest import job_body
 from tests.triggers.conftest import _real_sleep
 
 JOB = "job_1795342284509_3"
+#: The job a newer try of the task started of its own.
+OTHER_JOB = "job_1795342299999_4"
 #: How judge_job names the job of job_body() (script "quick-echo") in its messages.
 NAME = f"script 'quick-echo' (job {JOB})"
 NOT_FOUND = (404, {"ok": False, "error": {"code": "JOB_NOT_FOUND", "message": f"job not found: {JOB}"}})
@@ -409,6 +411,51 @@ async def test_event_payload_round_trips_through_json(conn, clock):
     assert event.to_dict() == payload
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("map_index", "expected_map_index"), [(2, 2), (None, -1), (-1, -1)], ids=["mapped", "none", "unmapped"]
+)
+async def test_every_event_names_the_try_it_was_fired_for(conn, clock, map_index, expected_map_index):
+    trigger = make_trigger(FakeServer((200, job_body(JOB, "succeeded"))))
+    trigger.task_instance = SimpleNamespace(
+        dag_id="etl", run_id="manual__1", task_id="run", map_index=map_index, try_number=3
+    )
+    payload = await only_event(trigger)
+    assert payload["task"] == {
+        "dag_id": "etl",
+        "run_id": "manual__1",
+        "task_id": "run",
+        "map_index": expected_map_index,
+        "try_number": 3,
+    }
+    assert JobEvent.from_dict(json.loads(json.dumps(payload))).task == payload["task"]
+
+
+@pytest.mark.asyncio
+async def test_a_timeout_event_names_the_try_too(conn, clock):
+    server = FakeServer((200, job_body(JOB, "running")))
+    trigger = make_trigger(server, deadline=deadline_at(clock.now - 1), cancel_on_timeout=False)
+    trigger.task_instance = SimpleNamespace(
+        dag_id="etl", run_id="r", task_id="run", map_index=-1, try_number=2
+    )
+    payload = await only_event(trigger)
+    assert payload["kind"] == "timeout"
+    assert payload["task"] == {
+        "dag_id": "etl",
+        "run_id": "r",
+        "task_id": "run",
+        "map_index": -1,
+        "try_number": 2,
+    }
+
+
+@pytest.mark.asyncio
+async def test_an_event_without_a_task_instance_names_no_try(conn, clock):
+    # As under `airflow dags test`: the trigger has no task instance.
+    payload = await only_event(make_trigger(FakeServer((200, job_body(JOB, "succeeded")))))
+    assert payload["task"] is None
+
+
 # --------------------------------------------------------------------------------------------
 # Client lifetime
 
@@ -465,13 +512,17 @@ async def test_own_hook_is_lazy_and_does_not_retry(set_connection, clock):
 # Stopping the trigger: on_kill (Airflow 3.3+) and the cancellation of its task (every version)
 
 
-def on_try(trigger, state, owner=1, try_number=1):
+#: The owner record of the trigger's own try (try 1, following JOB).
+OWN = Owner(1, JOB)
+
+
+def on_try(trigger, state, owner=OWN, try_number=1):
     """Give the trigger a task instance on ``try_number``, whose state and owner record are as given."""
     trigger.task_instance = SimpleNamespace(
         dag_id="d", task_id="run", run_id="r", map_index=-1, try_number=try_number
     )
     trigger._task_state = state_returning(state)
-    trigger._owner_try = state_returning(owner)
+    trigger._owner = state_returning(owner)
     return trigger
 
 
@@ -492,17 +543,26 @@ async def test_on_kill_cancels_when_the_try_ended(conn, state):
 @pytest.mark.parametrize(
     ("state", "owner", "why"),
     [
-        ("deferred", 1, "still deferred"),
-        (RuntimeError("API server unreachable"), 1, "could not read the task's state"),
+        ("deferred", OWN, "the task is still deferred (a triggerer restart or rebalance); the job goes on"),
+        (
+            RuntimeError("API server unreachable"),
+            OWN,
+            "could not read the task's state (RuntimeError: API server unreachable)",
+        ),
         # Cleared: the next try has not started yet, or has started and reattached (both orders).
-        (None, 1, "was cleared"),
-        ("scheduled", 1, "was cleared"),
-        ("queued", 1, "was cleared"),
-        ("running", 2, "try 2 of the task owns the job"),
-        ("running", None, "a newer try"),
-        ("deferred", 2, "still deferred"),
-        # A later try of the task ended; the job is that try's now.
-        ("failed", 2, "try 2 of the task owns the job"),
+        (None, OWN, "the task was cleared (now None): its next try reattaches to the job"),
+        ("scheduled", OWN, "the task was cleared (now scheduled): its next try reattaches to the job"),
+        ("queued", OWN, "the task was cleared (now queued): its next try reattaches to the job"),
+        ("running", Owner(2, JOB), "try 2 of the task follows the job now, not this trigger's try 1"),
+        (
+            "running",
+            None,
+            "a newer try of the task cleared this try's record (task running); it reattaches to the job",
+        ),
+        ("deferred", Owner(2, JOB), "try 2 of the task follows the job now, not this trigger's try 1"),
+        ("deferred", None, "the task is still deferred (a triggerer restart or rebalance); the job goes on"),
+        # A later try of the task, which followed this job, ended; the job was that try's.
+        ("failed", Owner(2, JOB), "try 2 of the task follows the job now, not this trigger's try 1"),
     ],
     ids=[
         "deferred",
@@ -513,6 +573,7 @@ async def test_on_kill_cancels_when_the_try_ended(conn, state):
         "new-try-running",
         "new-try-cleared-the-record",
         "new-try-deferred",
+        "deferred-no-record",
         "new-try-failed",
     ],
 )
@@ -523,7 +584,23 @@ async def test_the_job_goes_on_unless_this_try_is_over(conn, task_log, state, ow
     await trigger.on_kill()
 
     assert not server.requests
-    assert f"Not canceling job {JOB}" in task_log.text and why in task_log.text
+    assert f"info: Not canceling job {JOB}: {why}" in task_log.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("state", ["deferred", "running", "failed", "success", "scheduled"])
+async def test_a_newer_try_running_a_job_of_its_own_gets_this_job_canceled(conn, task_log, state):
+    # Airflow 3.4 lets this trigger run on while the task, cleared, defers on try 2 with a job of
+    # its own: this job has no task any more, whatever the state.
+    server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
+    trigger = on_try(make_trigger(server), state, owner=Owner(2, OTHER_JOB))
+
+    await trigger.on_kill()
+
+    assert len(server.cancels) == 1 and str(server.cancels[0].url).endswith(f"/jobs/{JOB}/cancel")
+    assert (
+        f"Canceled job {JOB} because try 2 of the task runs job {OTHER_JOB}: job {JOB} has no task any more"
+    ) in task_log.text
 
 
 @pytest.mark.asyncio
@@ -570,12 +647,32 @@ async def test_a_state_read_that_hangs_leaves_the_job_alone(conn, monkeypatch):
 
 
 @pytest.mark.asyncio
-async def test_an_unreadable_owner_record_leaves_the_decision_to_the_state(conn, task_log):
+@pytest.mark.parametrize(("state", "cancels"), [("failed", 1), ("deferred", 0), ("scheduled", 0)])
+async def test_an_unreadable_owner_record_leaves_the_decision_to_the_state(conn, task_log, state, cancels):
     server = FakeServer((200, job_body(JOB, "running")), cancel=(200, job_body(JOB, "running")))
-    trigger = on_try(make_trigger(server), "failed", owner=RuntimeError("no XCom"))
+    trigger = on_try(make_trigger(server), state, owner=RuntimeError("no XCom"))
     await trigger.on_kill()
-    assert len(server.cancels) == 1
+    assert len(server.cancels) == cancels
     assert f"Could not read which try owns job {JOB} (no XCom); deciding by the task's state" in task_log.text
+
+
+@pytest.mark.asyncio
+async def test_a_try_of_unknown_number_decides_by_the_state(conn):
+    trigger = on_try(make_trigger(FakeServer((200, job_body(JOB, "running")))), "failed", owner=OSError("x"))
+    del trigger.task_instance.try_number
+    assert await trigger.cancel_verdict() == CancelVerdict(True, "the task is failed: its try None is over")
+
+
+@pytest.mark.asyncio
+async def test_an_owner_read_that_hangs_leaves_the_decision_to_the_state(conn, monkeypatch):
+    monkeypatch.setattr(trigger_module, "STATE_READ_TIMEOUT", 0.01)
+    trigger = on_try(make_trigger(FakeServer((200, job_body(JOB, "running")))), "failed")
+
+    async def hangs():
+        await _real_sleep(10)
+
+    trigger._owner = hangs
+    assert await trigger.cancel_verdict() == CancelVerdict(True, "the task is failed: its try 1 is over")
 
 
 @pytest.mark.asyncio
@@ -611,18 +708,29 @@ async def test_no_cancel_without_task_instance():
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("map_index", "states", "expected_map_index", "cancel"),
+    ("map_index", "states", "owner", "expected_map_index", "cancel"),
     [
-        (-1, {"run_1": {"watch": "deferred"}}, -1, False),
-        (-1, {"run_1": {"watch": "failed"}}, -1, True),
-        (2, {"run_1": {"watch_2": "deferred", "watch_3": "failed"}}, 2, False),
-        (3, {"run_1": {"watch_2": "deferred", "watch_3": "failed"}}, 3, True),
-        (None, {"run_1": {"watch": "success"}}, -1, True),
+        (-1, {"run_1": {"watch": "deferred"}}, {"try": 4, "job_id": JOB}, -1, False),
+        (-1, {"run_1": {"watch": "failed"}}, {"try": 4, "job_id": JOB}, -1, True),
+        (2, {"run_1": {"watch_2": "deferred", "watch_3": "failed"}}, {"try": 4, "job_id": JOB}, 2, False),
+        (3, {"run_1": {"watch_2": "deferred", "watch_3": "failed"}}, {"try": 4, "job_id": JOB}, 3, True),
+        (None, {"run_1": {"watch": "success"}}, {"try": 4, "job_id": JOB}, -1, True),
+        # Read while DEFERRED too: a newer try deferred with a job of its own.
+        (-1, {"run_1": {"watch": "deferred"}}, {"try": 5, "job_id": OTHER_JOB}, -1, True),
+        (-1, {"run_1": {"watch": "failed"}}, {"try": 5, "job_id": JOB}, -1, False),
     ],
-    ids=["unmapped-deferred", "unmapped-failed", "mapped-deferred", "mapped-failed", "no-map-index"],
+    ids=[
+        "unmapped-deferred",
+        "unmapped-failed",
+        "mapped-deferred",
+        "mapped-failed",
+        "no-map-index",
+        "deferred-on-a-newer-try-with-its-own-job",
+        "newer-try-follows-the-job",
+    ],
 )
 async def test_cancel_verdict_reads_the_task_state_and_owner(
-    monkeypatch, map_index, states, expected_map_index, cancel
+    monkeypatch, map_index, states, owner, expected_map_index, cancel
 ):
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
@@ -636,7 +744,7 @@ async def test_cancel_verdict_reads_the_task_state_and_owner(
 
     def get_one(**kwargs):
         xcom_calls.append(kwargs)
-        return 4
+        return owner
 
     monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(get_task_states))
     monkeypatch.setattr(XCom, "get_one", staticmethod(get_one))
@@ -649,16 +757,15 @@ async def test_cancel_verdict_reads_the_task_state_and_owner(
     assert state_calls == [
         {"dag_id": "dag_a", "task_ids": ["watch"], "run_ids": ["run_1"], "map_index": expected_map_index}
     ]
-    if xcom_calls:  # not read when the task is still deferred
-        assert xcom_calls == [
-            {
-                "key": "scriptrunner_try",
-                "dag_id": "dag_a",
-                "task_id": "watch",
-                "run_id": "run_1",
-                "map_index": expected_map_index,
-            }
-        ]
+    assert xcom_calls == [
+        {
+            "key": "scriptrunner_owner",
+            "dag_id": "dag_a",
+            "task_id": "watch",
+            "run_id": "run_1",
+            "map_index": expected_map_index,
+        }
+    ]
 
 
 async def _start_and_cancel(trigger: ScriptRunnerJobTrigger, server: FakeServer) -> None:

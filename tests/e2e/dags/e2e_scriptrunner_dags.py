@@ -50,3 +50,32 @@ with _dag("e2e_worker_retry", "The run-script operator waiting in the worker, wi
         retries=1,
         retry_delay=timedelta(seconds=1),
     )
+
+with _dag("e2e_retries", "Retries only where a retry can help: script_id comes from the run's conf."):
+    ScriptRunnerRunScriptOperator(
+        task_id="run",
+        script_id="{{ dag_run.conf.get('script_id', 'work') }}",
+        args=WORK_ARGS,
+        deferrable=False,
+        poll_interval=1,
+        retries=2,
+        retry_delay=timedelta(seconds=2),
+    )
+
+try:  # Airflow 3.3+: retry policies
+    from airflow_provider_scriptrunner.operators.retry_policy import RetryOnExitCodes
+except ImportError:  # Airflow 3.1/3.2
+    RetryOnExitCodes = None  # type: ignore[assignment,misc]
+
+if RetryOnExitCodes is not None:
+    with _dag("e2e_retry_policy", "Retries only on exit code 75 (a retry policy, Airflow 3.3+)."):
+        ScriptRunnerRunScriptOperator(
+            task_id="run",
+            script_id="work",
+            args=WORK_ARGS,
+            deferrable=False,
+            poll_interval=1,
+            retries=2,
+            retry_delay=timedelta(seconds=2),
+            retry_policy=RetryOnExitCodes([75]),
+        )
