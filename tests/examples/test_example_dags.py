@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from airflow_provider_scriptrunner.testing import ScriptRunnerServerProcess
 from airflow_provider_scriptrunner.testing.dag_runner import DagTestResult, airflow_env, migrate, run_dag_test
@@ -141,6 +142,15 @@ def checks(dag_id: str):
     return register
 
 
+#: `airflow dags test` on Airflow 3.2.2 sends its first request to its in-process execution API before
+#: that API's startup (lifespan) has run, and every task fails with "'State' object has no attribute
+#: 'svcs_registry'" (3.3 waits for the startup). The e2e reruns cover the provider on real 3.2.2 components.
+DAGS_TEST_BROKEN = Version(__import__("airflow").__version__).release[:2] == (3, 2)
+
+
+@pytest.mark.skipif(
+    DAGS_TEST_BROKEN, reason="`airflow dags test` itself fails on Airflow 3.2 (see DAGS_TEST_BROKEN)"
+)
 @pytest.mark.parametrize("dag_id", list(EXPECTED_STATES))
 def test_example_dag_runs_as_documented(dag_id, example_server, airflow_home):
     result = run_dag_test(
