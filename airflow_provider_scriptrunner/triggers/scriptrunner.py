@@ -10,7 +10,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_scriptrunner.client import api, validation
 from airflow_provider_scriptrunner.client.errors import ScriptRunnerError, ScriptRunnerJobNotFoundError
-from airflow_provider_scriptrunner.client.models import LOG_STREAMS
+from airflow_provider_scriptrunner.client.models import LOG_STREAMS, JobStatus
 from airflow_provider_scriptrunner.client.paging import DEFAULT_LOG_PAGE_BYTES, page_size_check
 from airflow_provider_scriptrunner.hooks._async import ScriptRunnerAsyncHook
 from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 MAX_ERROR_BACKOFF = 60.0
 #: How long reading the task's state (through the triggerer's supervisor) may take.
 STATE_READ_TIMEOUT = 60.0
+#: How long a trigger whose task someone else ended (and canceled its job) waits before it fires:
+#: time for the triggerer to cancel it. Should its trigger id have been given to another task's
+#: deferral meanwhile (SQLite reuses ids), the event then reaches that task long after it deferred:
+#: it ignores another try's event, where an event right after its deferral can make Airflow fail it.
+STALE_EVENT_GRACE = 30.0
 
 
 class ScriptRunnerJobTrigger(BaseTrigger):
@@ -182,6 +187,13 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                 await asyncio.sleep(next_wake(time.time(), delay, self._deadline_at()))
                 continue
             if job.is_terminal:
+                if job.status is JobStatus.CANCELED and await self._task_left_deferred():
+                    self.log.info(
+                        "Job %s was canceled and the task is no longer deferred: waiting %g s to be stopped",
+                        self.job_id,
+                        STALE_EVENT_GRACE,
+                    )
+                    await asyncio.sleep(STALE_EVENT_GRACE)
                 return self._event(EventKind.ENDED, judge_job(job).message, job)
             seen = self.idle.observe(job, time.time())
             if seen == "disabled":
@@ -198,6 +210,16 @@ class ScriptRunnerJobTrigger(BaseTrigger):
             await asyncio.sleep(
                 next_wake(time.time(), self.poll_interval, self._deadline_at(), self.idle.due())
             )
+
+    async def _task_left_deferred(self) -> bool:
+        """Whether this trigger's task is known to be no longer DEFERRED (someone ended it)."""
+        if self.task_instance is None:
+            return False
+        try:
+            state = await asyncio.wait_for(self._task_state(), STATE_READ_TIMEOUT)
+        except Exception:  # noqa: BLE001 - in doubt, fire as usual
+            return False
+        return state != "deferred"
 
     def _deadline_at(self) -> float | None:
         return None if self.deadline is None else self.deadline.at

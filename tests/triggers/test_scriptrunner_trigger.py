@@ -877,3 +877,37 @@ async def test_the_smallest_valid_values_work(conn, clock):
 def test_rejects_bad_arguments_before_deferring(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ScriptRunnerJobTrigger(**{"job_id": JOB, **kwargs})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("status", "state", "sleeps"),
+    [
+        # Someone canceled the job and ended the task (a mark while no trigger ran): the trigger
+        # waits to be stopped before it fires, so that its event, should its trigger id have gone
+        # to another task's deferral meanwhile, does not reach that task right as it defers.
+        ("canceled", "failed", [30.0]),
+        ("canceled", "success", [30.0]),
+        # The task still waits for this job: its end is reported at once.
+        ("canceled", "deferred", []),
+        ("succeeded", "failed", []),
+        ("canceled", LookupError("no task instance"), []),
+    ],
+)
+async def test_a_job_canceled_for_an_ended_task_is_reported_only_after_a_grace(
+    conn, clock, status, state, sleeps
+):
+    server = FakeServer((200, job_body(JOB, status)))
+    trigger = make_trigger(server)
+    trigger.task_instance = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1)
+    trigger._task_state = state_returning(state)
+    payload = await only_event(trigger)
+    assert (payload["kind"], payload["job"]["status"]) == ("ended", status)
+    assert clock.sleeps == sleeps
+    assert trigger_module.STALE_EVENT_GRACE == 30.0
+
+
+@pytest.mark.asyncio
+async def test_without_a_task_instance_a_canceled_job_is_reported_at_once(conn, clock):
+    payload = await only_event(make_trigger(FakeServer((200, job_body(JOB, "canceled")))))
+    assert payload["kind"] == "ended" and clock.sleeps == []
