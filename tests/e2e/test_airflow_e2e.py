@@ -193,7 +193,8 @@ def test_clearing_a_task_reruns_its_script_as_a_new_job(api, server_view, marks)
 
 def test_restarting_the_triggerer_mid_job_does_not_cancel_it(airflow, api, server_view, marks, job_pids_gone):
     tag = marks.new_tag("triggerer-restart")
-    run_id = api.trigger("e2e_deferrable", {"tag": tag, "first_seconds": 25})
+    # Long enough to outlast a trigger that starts late and a slow triggerer stop on a busy machine.
+    run_id = api.trigger("e2e_deferrable", {"tag": tag, "first_seconds": 60})
     before = wait_deferred_on_triggerer(airflow, api, "e2e_deferrable", run_id)
     job_id = job_id_of(api, "e2e_deferrable", run_id)
     (pid,) = marks.wait_runs(tag, 1)
