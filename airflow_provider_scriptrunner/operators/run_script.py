@@ -156,15 +156,21 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         self._publish_job(context, job_id)
         if job is not None and job.is_terminal:  # an earlier try's job that succeeded
             return self._finish(record, job, self._followers())
-        watch = IdleWatch(self.idle_timeout)
         if self.deferrable:
-            job = job or self.hook.get_job(job_id)
-            if job.is_terminal:
-                self.log.info("Job %s already finished (%s); not deferring", job_id, job.status.value)
-                return self._finish(record, job, self._followers())
-            watch.observe(job, time.time())
-            self._defer(context, job_id, deadline, watch)
-        return self._wait_in_worker(record, job_id, deadline, watch)
+            return self._defer_unless_ended(context, record, job or self.hook.get_job(job_id), deadline)
+        return self._wait_in_worker(record, job_id, deadline, IdleWatch(self.idle_timeout))
+
+    def _defer_unless_ended(
+        self, context: Context, record: JobRecord, job: ScriptRunnerJob, deadline: Deadline | None
+    ) -> dict[str, Any] | None:
+        """Follow ``job`` from the triggerer; a job that has already ended is finished here instead."""
+        if job.is_terminal:
+            self.log.info("Job %s already finished (%s); not deferring", job.job_id, job.status.value)
+            return self._finish(record, job, self._followers())
+        watch = IdleWatch(self.idle_timeout)
+        watch.observe(job, time.time())
+        self._defer(context, job.job_id, deadline, watch)
+        raise AssertionError("unreachable")  # pragma: no cover - defer() raises
 
     def _deadline(self, context: Context) -> Deadline | None:
         """The earliest of ``timeout`` and ``execution_timeout``, from the try's start."""
@@ -243,11 +249,7 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
             )
         self.job_id = job_id
         self._link_job(job_id)
-        job = self.hook.get_job(job_id)
-        if job.is_terminal:
-            return self._finish(record, job, self._followers())
-        self._defer(context, job_id, self._deadline(context), IdleWatch(self.idle_timeout))
-        raise AssertionError("unreachable")  # pragma: no cover - defer() raises
+        return self._defer_unless_ended(context, record, self.hook.get_job(job_id), self._deadline(context))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow ended the deferral itself (trigger timeout or failure): cancel the job, then fail."""
