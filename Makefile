@@ -15,16 +15,16 @@ PYTEST_FLAGS ?= -p no:cacheprovider -q -rs
 #: Pins that a plain `pip install apache-airflow==X` needs on release X (docs/installing.md says why).
 PINS_3.2.2 := "fastapi==0.136.3" "starlette==1.10.0"
 #: What the version legs leave out: the suites that run on $(AIRFLOW_VERSION) only.
-FULL_ONLY := --ignore=tests/e2e --ignore=tests/e2e_distributed --ignore=tests/faults --ignore=tests/testing --ignore=tests/bench_smoke
+FULL_ONLY := --ignore=tests/e2e --ignore=tests/e2e_distributed --ignore=tests/faults --ignore=tests/testing --ignore=tests/bench_smoke --ignore=tests/openlineage
 
-.PHONY: demo test test-full lint unit e2e e2e-distributed browser fault-table bench airflow screenshots venv clean
+.PHONY: demo test test-full lint docs unit e2e e2e-distributed browser fault-table bench airflow screenshots venv clean
 
 # Airflow's celery and postgres extras (CeleryExecutor, psycopg2, asyncpg) for tests/e2e_distributed.
 # celery 5.7 dropped celery.backends.database.retry, which apache-airflow-providers-celery 3.26 imports.
 $(VENV)/.installed-$(AIRFLOW_VERSION): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_FLAGS) "apache-airflow[celery,postgres]==$(AIRFLOW_VERSION)" "celery[redis]<5.7" -e ".[test,lint]"
+	$(VENV)/bin/pip install $(PIP_FLAGS) "apache-airflow[celery,postgres]==$(AIRFLOW_VERSION)" "celery[redis]<5.7" -e ".[test,lint,openlineage,docs]"
 	touch $@
 
 # One venv per other release: .venv-3.1.8, .venv-3.2.2, .venv-3.4.0b2, ... (kept between runs).
@@ -68,6 +68,15 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
+
+## The documentation site (docs/ in MyST Markdown, and the API reference from the docstrings) into
+## build/docs; open build/docs/index.html. Any warning fails it, unresolved references too (-n).
+## A fresh build each time, so that a page left unchanged still shows its warnings. Airflow, which
+## autodoc imports, gets a home under build/, and no bytecode is written into the source tree.
+docs: venv
+	rm -rf build/docs build/docs-airflow-home
+	AIRFLOW_HOME=$(CURDIR)/build/docs-airflow-home PYTHONDONTWRITEBYTECODE=1 \
+		$(VENV)/bin/sphinx-build -b html -W --keep-going -n -q docs build/docs
 
 ## Fast feedback while developing: unit tests only (no servers).
 unit: venv

@@ -64,5 +64,11 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": CONN_FIELDS,
             }
         ],
+        "task-decorators": [
+            {
+                "name": "scriptrunner",
+                "class-name": "airflow_provider_scriptrunner.decorators.scriptrunner.scriptrunner_task",
+            }
+        ],
         "extra-links": ["airflow_provider_scriptrunner.operators.scriptrunner.ScriptRunnerJobLink"],
     }

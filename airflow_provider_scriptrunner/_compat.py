@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.sdk.execution_time.xcom import XCom
 
 try:  # Airflow 3.2+ (task-sdk 1.2+)
@@ -26,10 +28,34 @@ try:  # Airflow 3.2+
 except ImportError:  # Airflow 3.1
     from airflow.configuration import conf  # type: ignore[no-redef,assignment,unused-ignore]
 
+try:  # Airflow 3.2+
+    from airflow.sdk.bases.decorator import determine_kwargs
+except ImportError:  # Airflow 3.1
+    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef,unused-ignore]
+
 
 def default_deferrable() -> bool:
     """``[operators] default_deferrable``: the ``deferrable`` default of the run operator and the sensor."""
     return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+def _listener_manager() -> Any:
+    try:  # Airflow 3.2+: the task runner's listener manager
+        from airflow.sdk.listener import get_listener_manager
+    except ImportError:  # Airflow 3.1
+        from airflow.listeners.listener import get_listener_manager  # type: ignore[no-redef,assignment,unused-ignore]
+    return get_listener_manager()
+
+
+def other_listeners() -> list[str]:
+    """The listener plugins of this process other than this provider's own, by name."""
+    names = []
+    for listener in _listener_manager().pm.get_plugins():
+        name = getattr(listener, "__name__", None) or type(listener).__name__
+        module = getattr(listener, "__module__", None) or name
+        if not str(module).startswith("airflow_provider_scriptrunner"):
+            names.append(str(name))
+    return sorted(names)
 
 
 __all__ = [
@@ -41,4 +67,6 @@ __all__ = [
     "XCom",
     "conf",
     "default_deferrable",
+    "determine_kwargs",
+    "other_listeners",
 ]

@@ -38,16 +38,21 @@ with DAG(
     catchup=False,
     tags=["example", "scriptrunner"],
 ) as dag:
+    # [START howto_operator_scriptrunner_run_script]
     greet = ScriptRunnerRunScriptOperator(
         task_id="greet",
         script_id="greet",
         args=["{{ dag_run.run_id[:20] }}", "Airflow"],
         poll_interval=2,
     )
+    # [END howto_operator_scriptrunner_run_script]
 
+    # [START howto_operator_scriptrunner_submit_script]
     submit_report = ScriptRunnerSubmitScriptOperator(
         task_id="submit_report", script_id="report", args=["5", "2"]
     )
+    # [END howto_operator_scriptrunner_submit_script]
+    # [START howto_sensor_scriptrunner_job]
     wait_report = ScriptRunnerJobSensor(
         task_id="wait_report",
         job_id="{{ ti.xcom_pull(task_ids='submit_report') }}",
@@ -55,14 +60,19 @@ with DAG(
         poke_interval=1,
         timeout=120,
     )
+    # [END howto_sensor_scriptrunner_job]
+    # [START howto_operator_scriptrunner_get_job_logs]
     report_logs = ScriptRunnerGetJobLogsOperator(
         task_id="report_logs", job_id="{{ ti.xcom_pull(task_ids='submit_report') }}", stream="both"
     )
+    # [END howto_operator_scriptrunner_get_job_logs]
 
     submit_long = ScriptRunnerSubmitScriptOperator(task_id="submit_long", script_id="sleepy", args=["600"])
+    # [START howto_operator_scriptrunner_cancel_job]
     cancel_long = ScriptRunnerCancelJobOperator(
         task_id="cancel_long", job_id="{{ ti.xcom_pull(task_ids='submit_long') }}"
     )
+    # [END howto_operator_scriptrunner_cancel_job]
 
     submit_report >> wait_report >> report_logs
     submit_long >> cancel_long

@@ -41,6 +41,7 @@ with DAG(
     },
     tags=["example", "scriptrunner"],
 ) as dag:
+    # [START howto_operator_scriptrunner_skip_on_exit_code]
     check_freshness = ScriptRunnerRunScriptOperator(
         task_id="check_freshness",
         script_id="exit-with",
@@ -48,6 +49,7 @@ with DAG(
         skip_on_exit_code=STALE,
         poll_interval=1,
     )
+    # [END howto_operator_scriptrunner_skip_on_exit_code]
 
     publish = ScriptRunnerRunScriptOperator(
         task_id="publish", script_id="greet", args=["readers"], poll_interval=1

@@ -29,6 +29,7 @@ with DAG(
     catchup=False,
     tags=["example", "scriptrunner"],
 ) as dag:
+    # [START howto_operator_scriptrunner_run_script_deferrable]
     build_report = ScriptRunnerRunScriptOperator(
         task_id="build_report",
         script_id="report",
@@ -37,3 +38,4 @@ with DAG(
         timeout=timedelta(minutes=2),
         poll_interval=1,
     )
+    # [END howto_operator_scriptrunner_run_script_deferrable]

@@ -143,6 +143,10 @@ class ScriptRunnerJobError(ScriptRunnerError):
         super().__init__(reason)
 
 
+class ScriptRunnerOutputError(ScriptRunnerJobError):
+    """The job succeeded, but its output could not be turned into the task's result (``output_processor`` raised)."""
+
+
 # -- transport failures: worded once for every HTTP library ---------------------------------------
 # ``may_have_reached_server`` is False only where the request certainly never left: only then may a
 # request that starts a script be sent again. When it may have left, the error says so.

@@ -8,16 +8,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
-from airflow_provider_scriptrunner._compat import AirflowSkipException, default_deferrable
+from airflow_provider_scriptrunner._compat import AirflowSkipException, default_deferrable, other_listeners
 from airflow_provider_scriptrunner.client import validation
 from airflow_provider_scriptrunner.client.errors import (
     ScriptRunnerError,
     ScriptRunnerJobError,
     ScriptRunnerJobNotFoundError,
+    ScriptRunnerOutputError,
 )
 from airflow_provider_scriptrunner.client.models import LOG_STREAMS, ScriptRunnerJob
 from airflow_provider_scriptrunner.client.paging import DEFAULT_LOG_PAGE_BYTES, page_size_check
 from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
+from airflow_provider_scriptrunner.operators import _lineage as lineage
 from airflow_provider_scriptrunner.operators._base import (
     DEFAULT_MAX_OUTPUT_BYTES,
     XCOM_JOB_ID,
@@ -32,13 +34,20 @@ from airflow_provider_scriptrunner.task.limits import (
     next_wake,
     task_deadline,
 )
-from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent, Verdict, judge_job
+from airflow_provider_scriptrunner.task.outcome import (
+    EventKind,
+    JobEvent,
+    TriggerEnd,
+    Verdict,
+    job_result,
+    judge_job,
+)
 from airflow_provider_scriptrunner.task.output import StreamFollower, TailBuffer
 from airflow_provider_scriptrunner.task.ownership import JobRecord
 from airflow_provider_scriptrunner.triggers.scriptrunner import ScriptRunnerJobTrigger
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from airflow.sdk import Context
 
@@ -94,9 +103,26 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         the worker, and from the triggerer while deferred). False: the output is written once
         the job has ended.
     :param log_page_bytes: bytes fetched per log request.
+    :param output_processor: a callable applied to the script's stdout when the job succeeded
+        (the text kept in the return value: all of it, or its last ``max_output_bytes`` when
+        longer); what it returns is the return value's ``result``, e.g. ``json.loads`` for a
+        script that prints one JSON document. When it raises, the task fails with its error
+        and the job id, and a retry processes the same job's output again instead of running
+        the script again.
+    :param end_in_triggerer: with ``deferrable=True``, let the trigger end the task itself when the
+        job succeeds (or is skipped by ``skip_on_exit_code``), so no worker runs again after the
+        job: the return value, the output in the log and the job record are the same. Airflow runs
+        no worker-side code for such an end, so a task that needs it ends in the worker as usual:
+        one with ``output_processor``, ``outlets``, ``on_success_callback``, a mapped downstream
+        task or a listener plugin (OpenLineage) besides this provider's, and a skip when it has an
+        ``on_skipped_callback``. Failures always end in the worker (retries, callbacks, the message).
+        Default False.
     """
 
     template_fields: Sequence[str] = ("script_id", "args", "scriptrunner_conn_id")
+    #: A deferred task gets its args back when it resumes (those a decorated function computed
+    #: exist nowhere else); the classic operator renders them again instead.
+    resume_with_args: ClassVar[bool] = False
     template_fields_renderers: ClassVar[dict[str, str]] = {"args": "json"}
     ui_color = "#e8f4e8"
 
@@ -116,9 +142,16 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         stream_logs: bool = True,
         log_page_bytes: int = DEFAULT_LOG_PAGE_BYTES,
+        output_processor: Callable[[str], Any] | None = None,
+        end_in_triggerer: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(scriptrunner_conn_id=scriptrunner_conn_id, **kwargs)
+        if output_processor is not None and not callable(output_processor):
+            raise TypeError(
+                f"output_processor must be a callable that takes the script's stdout (e.g. json.loads), "
+                f"got {type(output_processor).__name__}: {output_processor!r:.80}"
+            )
         self.script_id = script_id
         self.args = args
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
@@ -131,7 +164,11 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         self.max_output_bytes = validation.byte_count("max_output_bytes", max_output_bytes)
         self.stream_logs = stream_logs
         self.log_page_bytes = page_size_check("log_page_bytes", log_page_bytes)
+        self.output_processor = output_processor
+        self.end_in_triggerer = end_in_triggerer
         self.job_id: str | None = None
+        #: The last state of the job seen (for the lineage facets).
+        self.job: ScriptRunnerJob | None = None
         self._killed_during_submit = False
         self._canceled_job: str | None = None
 
@@ -155,10 +192,10 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
             job_id = self.job_id = job.job_id
         self._publish_job(context, job_id)
         if job is not None and job.is_terminal:  # an earlier try's job that succeeded
-            return self._finish(record, job, self._followers())
+            return self._finish(context, record, job, self._followers())
         if self.deferrable:
             return self._defer_unless_ended(context, record, job or self.hook.get_job(job_id), deadline)
-        return self._wait_in_worker(record, job_id, deadline, IdleWatch(self.idle_timeout))
+        return self._wait_in_worker(context, record, job_id, deadline, IdleWatch(self.idle_timeout))
 
     def _defer_unless_ended(
         self, context: Context, record: JobRecord, job: ScriptRunnerJob, deadline: Deadline | None
@@ -166,7 +203,7 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         """Follow ``job`` from the triggerer; a job that has already ended is finished here instead."""
         if job.is_terminal:
             self.log.info("Job %s already finished (%s); not deferring", job.job_id, job.status.value)
-            return self._finish(record, job, self._followers())
+            return self._finish(context, record, job, self._followers())
         watch = IdleWatch(self.idle_timeout)
         watch.observe(job, time.time())
         self._defer(context, job.job_id, deadline, watch)
@@ -191,8 +228,10 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
                 cancel_on_kill=self.cancel_on_kill,
                 stream_logs=self.stream_logs,
                 log_page_bytes=self.log_page_bytes,
+                end_task=self._trigger_end(),
             ),
             method_name="execute_complete",
+            kwargs={"args": self.args} if self.resume_with_args else None,
             # A backstop only: the trigger fires at the deadline itself. Should the triggerer be
             # down then, Airflow ends the deferral a little later, and resume_execution cancels.
             timeout=None
@@ -200,8 +239,43 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
             else timedelta(seconds=max(0.0, deadline.at - time.time()) + DEFER_TIMEOUT_GRACE),
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
-        """Resume after the trigger fired."""
+    def _trigger_end(self) -> dict[str, Any] | None:
+        """What the trigger needs to end this task itself (``end_in_triggerer``); None: a worker ends it."""
+        if not self.end_in_triggerer:
+            return None
+        needs_worker = self._needs_worker_to_end()
+        if needs_worker:
+            self.log.info("end_in_triggerer: this task ends in a worker after all, because %s", needs_worker)
+            return None
+        return TriggerEnd(
+            skip_on_exit_code=tuple(sorted(self.skip_on_exit_code)),
+            max_output_bytes=self.max_output_bytes,
+            push_result=self.do_xcom_push,
+            multiple_outputs=bool(self.multiple_outputs),
+            skip=not self.on_skipped_callback,
+        ).to_dict()
+
+    def _needs_worker_to_end(self) -> str | None:
+        """Why a successful end needs worker-side code that a trigger-side end skips; None: it does not."""
+        if self.output_processor is not None:
+            return "output_processor runs in the worker"
+        if self.outlets:
+            return "only a worker records asset events for outlets"
+        if self.on_success_callback:
+            return "on_success_callback runs only in a worker"
+        if self.has_dag() and any(True for _ in self.iter_mapped_dependants()):
+            return "a mapped downstream task needs the length a worker records"
+        listeners = other_listeners()
+        if listeners:
+            return f"listener plugins ({', '.join(listeners)}) hear only of tasks that end in a worker"
+        return None
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], args: Sequence[Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Resume after the trigger fired; ``args``: those the job was started with (for the rendered fields)."""
+        if args is not None:
+            self.args = args
         result = JobEvent.from_dict(event)
         if not ownership.same_try(context["ti"], result.task):
             return self._follow_own_job(context, result)
@@ -215,13 +289,14 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
                 else f"{result.limit} passed"
             )
             self._canceled_job = self.job_id if result.canceled else None  # the trigger did it
+            self.job = result.job
             if self._cancel_quietly(why):
                 record.clear()
             raise ScriptRunnerJobError(result.message, result.job)
         followers = self._followers(result.log_offsets, result.truncation_warned)
         for follower in followers.values():
             follower.prime(self.hook, result.job_id)  # the end of what the trigger logged, for the result
-        return self._finish(record, self.hook.get_job(result.job_id), followers)
+        return self._finish(context, record, self.hook.get_job(result.job_id), followers)
 
     def _recorded_job_id(self, context: Context, record: JobRecord) -> str | None:
         """This try's job: from the record, or from the XCom pushed when it was submitted."""
@@ -268,15 +343,15 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         return super().resume_execution(next_method, next_kwargs, context)
 
     def _wait_in_worker(
-        self, record: JobRecord, job_id: str, deadline: Deadline | None, watch: IdleWatch
+        self, context: Context, record: JobRecord, job_id: str, deadline: Deadline | None, watch: IdleWatch
     ) -> dict[str, Any] | None:
         followers = self._followers()
         delay = FIRST_POLL_DELAY
         while True:
             time.sleep(next_wake(time.time(), delay, None if deadline is None else deadline.at, watch.due()))
-            job = self.hook.get_job(job_id)
+            job = self.job = self.hook.get_job(job_id)
             if job.is_terminal:
-                return self._finish(record, job, followers)
+                return self._finish(context, record, job, followers)
             if self.stream_logs:
                 for follower in followers.values():
                     follower.catch_up(self.hook, job)
@@ -318,34 +393,55 @@ class ScriptRunnerRunScriptOperator(ScriptRunnerOperatorBase):
         }
 
     def _finish(
-        self, record: JobRecord, job: ScriptRunnerJob, followers: dict[str, StreamFollower]
+        self, context: Context, record: JobRecord, job: ScriptRunnerJob, followers: dict[str, StreamFollower]
     ) -> dict[str, Any] | None:
         """Shared by the worker and deferred paths: final logs, result, and the outcome."""
+        self.job = job
         for follower in followers.values():
             follower.catch_up(self.hook, job)
             follower.finish(job)
-        record.clear()
         stdout, stdout_truncated = followers["stdout"].result()
-        stderr, stderr_truncated = followers["stderr"].result()
-        outcome = judge_job(job, self.skip_on_exit_code, stderr=stderr)
-        if outcome.verdict is Verdict.SKIP:
-            raise AirflowSkipException(outcome.message)
-        if outcome.verdict is Verdict.FAIL:
+        outcome = judge_job(job, self.skip_on_exit_code, stderr=followers["stderr"].result()[0])
+        if outcome.verdict is not Verdict.SUCCESS:
+            record.clear()
+            if outcome.verdict is Verdict.SKIP:
+                raise AirflowSkipException(outcome.message)
             raise ScriptRunnerJobError(outcome.message, job)
         self.log.info("%s in %s ms", outcome.message, job.duration_ms)
-        return {
-            "job_id": job.job_id,
-            "script_id": job.script_id,
-            "status": job.status.value,
-            "exit_code": job.exit_code,
-            "stdout": stdout,
-            "stderr": stderr,
-            "stdout_truncated": stdout_truncated,
-            "stderr_truncated": stderr_truncated,
-            "duration_ms": job.duration_ms,
-            "started_at": job.started_at,
-            "ended_at": job.ended_at,
-        }
+        processed = self._process_output(job, stdout, stdout_truncated)
+        record.clear()  # after the processor: a retry after it raised takes this job's output again
+        lineage.annotate_asset_events(context, self.outlets, job, self.log)
+        return job_result(job, followers["stdout"].result(), followers["stderr"].result(), processed)
+
+    def _process_output(self, job: ScriptRunnerJob, stdout: str, truncated: bool) -> Any:
+        """``output_processor(stdout)``, or None without one; its error fails the task, naming the job."""
+        if self.output_processor is None:
+            return None
+        try:
+            return self.output_processor(stdout)
+        except Exception as err:
+            cut = (
+                f"; stdout was longer than max_output_bytes ({self.max_output_bytes}), so the processor got "
+                "only its end: raise max_output_bytes to process all of it"
+                if truncated
+                else ""
+            )
+            raise ScriptRunnerOutputError(
+                f"output_processor failed on the stdout of job {job.job_id}: {type(err).__name__}: {err}{cut}. "
+                "A retry processes the same job's output again without running the script again",
+                job,
+            ) from err
+
+    # -- OpenLineage (used only when apache-airflow-providers-openlineage is installed) ----------
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        return lineage.operator_lineage(self.script_id, None, None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        return lineage.operator_lineage(self.script_id, self.job_url, self.job)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        return lineage.operator_lineage(self.script_id, self.job_url, self.job)
 
     # -- reruns: reattach, or cancel before submitting again -------------------------------------
 

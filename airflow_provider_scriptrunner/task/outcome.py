@@ -86,6 +86,76 @@ def judge_job(
     raise ValueError(f"{name} has not finished (status {job.raw_status!r}); only finished jobs can be judged")
 
 
+def job_result(
+    job: ScriptRunnerJob,
+    stdout: tuple[str, bool],
+    stderr: tuple[str, bool],
+    result: Any = None,
+) -> dict[str, Any]:
+    """
+    The run operator's return value for a job that succeeded, whichever process ends the task.
+
+    :param stdout: the kept end of stdout, and whether it is not all of it (likewise ``stderr``).
+    :param result: what ``output_processor`` made of stdout (None without one).
+    """
+    return {
+        "job_id": job.job_id,
+        "script_id": job.script_id,
+        "status": job.status.value,
+        "exit_code": job.exit_code,
+        "stdout": stdout[0],
+        "stderr": stderr[0],
+        "stdout_truncated": stdout[1],
+        "stderr_truncated": stderr[1],
+        "duration_ms": job.duration_ms,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "result": result,
+    }
+
+
+@dataclass(frozen=True)
+class TriggerEnd:
+    """
+    What a trigger needs to end its task itself (``end_in_triggerer``), so that no worker runs
+    again after the job: how to judge the job and what to push as the task's XComs.
+
+    :param skip_on_exit_code: exit codes that skip the task.
+    :param max_output_bytes: bytes of stdout and of stderr kept in the return value.
+    :param push_result: push the return value (the operator's ``do_xcom_push``).
+    :param multiple_outputs: also push each key of the return value as its own XCom.
+    :param skip: the trigger may end a skipped task too (False when it has an ``on_skipped_callback``,
+        which only a worker runs).
+    """
+
+    skip_on_exit_code: tuple[int, ...] = ()
+    max_output_bytes: int = 65536
+    push_result: bool = True
+    multiple_outputs: bool = False
+    skip: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "skip_on_exit_code": list(self.skip_on_exit_code),
+            "max_output_bytes": self.max_output_bytes,
+            "push_result": self.push_result,
+            "multiple_outputs": self.multiple_outputs,
+            "skip": self.skip,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TriggerEnd | None:
+        if data is None:
+            return None
+        return cls(
+            skip_on_exit_code=tuple(sorted(skip_codes(data.get("skip_on_exit_code")))),
+            max_output_bytes=int(data.get("max_output_bytes", 65536)),
+            push_result=bool(data.get("push_result", True)),
+            multiple_outputs=bool(data.get("multiple_outputs", False)),
+            skip=bool(data.get("skip", True)),
+        )
+
+
 def retry_can_help(err: BaseException, *, job_given: bool = False) -> bool:
     """
     Whether another try of the task could end otherwise than ``err`` did; False: fail it at once.

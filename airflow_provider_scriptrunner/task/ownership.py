@@ -260,3 +260,23 @@ async def read_owner(ti: Any) -> Owner | None:
     if not isinstance(try_number, int) or isinstance(try_number, bool) or not isinstance(job_id, str):
         return None
     return Owner(try_number, job_id)
+
+
+async def push_result(ti: Any, result: dict[str, Any], *, multiple_outputs: bool) -> None:
+    """
+    Push a task's return value from the triggerer the way a worker does: ``return_value``, and
+    each key as its own XCom with ``multiple_outputs`` (through the SDK's XCom, so the value stays
+    a dict downstream and a custom XCom backend applies).
+    """
+    from asgiref.sync import sync_to_async
+
+    values = {**(result if multiple_outputs else {}), "return_value": result}
+    for key, value in values.items():
+        await sync_to_async(_compat.XCom.set)(key=key, value=value, **_ids(ti))
+
+
+async def clear_record(ti: Any, log: Any) -> None:
+    """Clear the job record of ``ti`` from the triggerer (the task ends there)."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(JobRecord.of({"ti": ti}, log).clear)()

@@ -89,8 +89,10 @@ def scriptrunner_server(
 ) -> Iterator[ScriptRunnerServerProcess]:
     """A running bundled server with :func:`scriptrunner_scripts`, stopped after the test.
 
-    Use ``scriptrunner_server.url`` for direct HTTP calls, or :meth:`restart` / :meth:`kill` to
-    exercise restart and crash handling.
+    Use ``scriptrunner_server.url`` for direct HTTP calls, or
+    :meth:`~airflow_provider_scriptrunner.testing.ScriptRunnerServerProcess.restart` /
+    :meth:`~airflow_provider_scriptrunner.testing.ScriptRunnerServerProcess.kill` to exercise
+    restart and crash handling.
     """
     with ScriptRunnerServerProcess(
         tmp_path / "scriptrunner", scriptrunner_scripts, runner=scriptrunner_server_config

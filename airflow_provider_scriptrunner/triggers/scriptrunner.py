@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_scriptrunner.client import api, validation
 from airflow_provider_scriptrunner.client.errors import ScriptRunnerError, ScriptRunnerJobNotFoundError
@@ -16,8 +16,15 @@ from airflow_provider_scriptrunner.hooks._async import ScriptRunnerAsyncHook
 from airflow_provider_scriptrunner.hooks._base import DEFAULT_CONN_ID
 from airflow_provider_scriptrunner.task import ownership
 from airflow_provider_scriptrunner.task.limits import IDLE_TIMEOUT, Deadline, IdleWatch, next_wake
-from airflow_provider_scriptrunner.task.outcome import EventKind, JobEvent, judge_job
-from airflow_provider_scriptrunner.task.output import StreamFollower
+from airflow_provider_scriptrunner.task.outcome import (
+    EventKind,
+    JobEvent,
+    TriggerEnd,
+    Verdict,
+    job_result,
+    judge_job,
+)
+from airflow_provider_scriptrunner.task.output import StreamFollower, TailBuffer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -61,6 +68,10 @@ class ScriptRunnerJobTrigger(BaseTrigger):
     :param log_page_bytes: bytes per log request.
     :param max_consecutive_errors: transient HTTP failures in a row before giving up with an
         ``error`` event; between them the trigger backs off exponentially.
+    :param end_task: :meth:`TriggerEnd.to_dict`: when the job succeeds (or is skipped), end the
+        task here, with the return value a worker would push, instead of firing an event for a
+        worker (the run operator's ``end_in_triggerer``). Anything else still fires an event.
+        None: always fire an event.
     """
 
     def __init__(
@@ -77,6 +88,7 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         log_offsets: dict[str, int] | None = None,
         log_page_bytes: int = DEFAULT_LOG_PAGE_BYTES,
         max_consecutive_errors: int = 8,
+        end_task: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Checked here, in the task, so that a bad value fails the task clearly instead of
@@ -101,9 +113,21 @@ class ScriptRunnerJobTrigger(BaseTrigger):
         self.max_consecutive_errors = validation.integer(
             "max_consecutive_errors", max_consecutive_errors, minimum=1
         )
+        self.end_task = TriggerEnd.from_dict(end_task)
+        # Ending the task here needs the whole output, for the return value's tail.
+        if self.end_task is not None and any(self.log_offsets.values()):
+            raise ValueError("end_task needs the output from its start: log_offsets must be 0")
         self._hook: ScriptRunnerAsyncHook | None = None
+        cap = None if self.end_task is None else self.end_task.max_output_bytes
         self._followers = {
-            s: StreamFollower(s, self.log, self.log_page_bytes, self.log_offsets[s]) for s in LOG_STREAMS
+            s: StreamFollower(
+                s,
+                self.log,
+                self.log_page_bytes,
+                self.log_offsets[s],
+                tail=None if cap is None else TailBuffer(cap),
+            )
+            for s in LOG_STREAMS
         }
         self._kill_decision: asyncio.Future[None] | None = None
 
@@ -124,6 +148,7 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                 "log_offsets": dict(self.log_offsets),
                 "log_page_bytes": self.log_page_bytes,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "end_task": None if self.end_task is None else self.end_task.to_dict(),
             },
         )
 
@@ -144,11 +169,11 @@ class ScriptRunnerJobTrigger(BaseTrigger):
             raise
         # The event is final: release the client now (``airflow dags test`` never calls cleanup()).
         await self.cleanup()
-        yield TriggerEvent(event.to_dict())
+        yield event if isinstance(event, TriggerEvent) else TriggerEvent(event.to_dict())
 
     # -- following the job -----------------------------------------------------------------------
 
-    async def _follow(self) -> JobEvent:
+    async def _follow(self) -> JobEvent | TriggerEvent:
         errors = 0
         job: ScriptRunnerJob | None = None
         while True:
@@ -194,6 +219,10 @@ class ScriptRunnerJobTrigger(BaseTrigger):
                         STALE_EVENT_GRACE,
                     )
                     await asyncio.sleep(STALE_EVENT_GRACE)
+                elif self.end_task is not None:
+                    ended = await self._end_task(job, self.end_task)
+                    if ended is not None:
+                        return ended
                 return self._event(EventKind.ENDED, judge_job(job).message, job)
             seen = self.idle.observe(job, time.time())
             if seen == "disabled":
@@ -210,6 +239,55 @@ class ScriptRunnerJobTrigger(BaseTrigger):
             await asyncio.sleep(
                 next_wake(time.time(), self.poll_interval, self._deadline_at(), self.idle.due())
             )
+
+    async def _end_task(self, job: ScriptRunnerJob, end: TriggerEnd) -> TriggerEvent | None:
+        """
+        End the task here when the job succeeded (or is skipped) and this try still owns it: log
+        the rest of the output, push the return value, clear the job record. None: a worker ends
+        the task (a failure, a skip with a callback, another try's job, or a step that failed).
+        """
+        for follower in self._followers.values():
+            await follower.acatch_up(self.hook, job)
+            follower.finish(job)
+        stdout, stderr = self._followers["stdout"].result(), self._followers["stderr"].result()
+        outcome = judge_job(job, end.skip_on_exit_code, stderr=stderr[0])
+        if outcome.verdict is Verdict.FAIL or (outcome.verdict is Verdict.SKIP and not end.skip):
+            return None
+        why_not = await self._why_not_own_task()
+        if why_not:
+            self.log.info("Job %s ended; a worker ends the task, because %s", self.job_id, why_not)
+            return None
+        ti = self.task_instance
+        try:
+            if outcome.verdict is Verdict.SUCCESS and end.push_result:
+                await ownership.push_result(
+                    ti, job_result(job, stdout, stderr), multiple_outputs=end.multiple_outputs
+                )
+            await ownership.clear_record(ti, self.log)
+        except Exception as err:  # noqa: BLE001 - the worker path does it all again
+            self.log.warning("Could not end the task in the triggerer (%s); a worker ends it", err)
+            return None
+        if outcome.verdict is Verdict.SKIP:
+            self.log.info("%s; the task ends here, in the triggerer", outcome.message)
+            return TaskSkippedEvent()
+        self.log.info("%s in %s ms; the task ends here, in the triggerer", outcome.message, job.duration_ms)
+        return TaskSuccessEvent()
+
+    async def _why_not_own_task(self) -> str | None:
+        """Why this trigger may not end its task: it is not DEFERRED on this try with this job."""
+        if self.task_instance is None:
+            return "the trigger has no task instance"
+        try:
+            state = await asyncio.wait_for(self._task_state(), STATE_READ_TIMEOUT)
+            owner = await asyncio.wait_for(self._owner(), STATE_READ_TIMEOUT)
+        except Exception as err:  # noqa: BLE001 - in doubt, the worker decides
+            return f"the task's state could not be read ({type(err).__name__}: {err})"
+        if state != "deferred":
+            return f"the task is {state}, not deferred"
+        own = ownership.Owner(self.task_instance.try_number, self.job_id)
+        if owner != own:
+            return f"the job's owner is {owner}, not this try ({own})"
+        return None
 
     async def _task_left_deferred(self) -> bool:
         """Whether this trigger's task is known to be no longer DEFERRED (someone ended it)."""

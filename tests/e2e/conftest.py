@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ FAILURE_LOGS = Path(__file__).resolve().parents[2] / "test-output" / "e2e-logs"
 DAG_IDS = ("e2e_deferrable", "e2e_worker", "e2e_worker_retry", "e2e_retries")
 #: The scenarios of reruns and kills that ``make e2e-on-<version>`` runs on every other supported
 #: release (marker ``reruns``), by test module: what differs between releases is how a try ends,
-#: is cleared, retried and resumed.
+#: is cleared, retried and resumed (and, for ``end_in_triggerer``, how a trigger ends its task).
 RERUN_SCENARIOS = {
     "test_airflow_e2e.py": (
         "test_every_component_listens_on_loopback_only",
@@ -48,6 +48,11 @@ RERUN_SCENARIOS = {
         "test_an_unknown_script_fails_at_once_without_using_the_retries",
         "test_a_script_that_exits_non_zero_still_uses_the_retries",
         "test_a_retry_takes_the_result_of_a_job_that_succeeded_after_its_task_died",
+    ),
+    "test_trigger_end_e2e.py": (
+        "test_a_job_that_succeeds_ends_its_task_in_the_triggerer_with_the_workers_result",
+        "test_a_skipped_job_ends_its_task_in_the_triggerer",
+        "test_a_failed_job_falls_back_to_the_worker_and_its_retry",
     ),
 }
 
@@ -115,13 +120,8 @@ def airflow(e2e_dir: Path, scriptrunner: ScriptRunnerServerProcess) -> Iterator[
     previous = signal.signal(signal.SIGTERM, terminate)  # a CI runner's SIGTERM tears down too
     try:
         deployment.start()
-        api = AirflowApi(deployment.api_url, ADMIN_USER, deployment.admin_password)
-        wait_for(
-            f"the DAGs {DAG_IDS} to be parsed",
-            lambda: all(_dag_exists(api, dag_id) for dag_id in DAG_IDS),
-            timeout=180,
-            interval=1,
-            on_timeout=lambda: deployment.tail("dag-processor"),
+        wait_dags_parsed(
+            deployment, AirflowApi(deployment.api_url, ADMIN_USER, deployment.admin_password), DAG_IDS
         )
         yield deployment
     finally:
@@ -139,9 +139,26 @@ def _dag_exists(api: AirflowApi, dag_id: str) -> bool:
     return response.status_code == 200 and not response.json().get("is_paused", True)
 
 
+def wait_dags_parsed(deployment: AirflowDeployment, api: AirflowApi, dag_ids: Collection[str]) -> None:
+    """Wait until the dag-processor has parsed ``dag_ids`` (they are unpaused at creation)."""
+    wait_for(
+        f"the DAGs {sorted(dag_ids)} to be parsed",
+        lambda: all(_dag_exists(api, dag_id) for dag_id in dag_ids),
+        timeout=180,
+        interval=1,
+        on_timeout=lambda: deployment.tail("dag-processor"),
+    )
+
+
 @pytest.fixture(scope="package")
 def api(airflow: AirflowDeployment) -> AirflowApi:
     return AirflowApi(airflow.api_url, ADMIN_USER, airflow.admin_password)
+
+
+@pytest.fixture(scope="package")
+def dags_parsed(airflow: AirflowDeployment, api: AirflowApi) -> Callable[[Collection[str]], None]:
+    """``dags_parsed(dag_ids)``: wait until a test module's own DAGs (not in DAG_IDS) are parsed."""
+    return lambda dag_ids: wait_dags_parsed(airflow, api, dag_ids)
 
 
 @pytest.fixture(autouse=True)

@@ -59,7 +59,25 @@ EXPECTED_STATES: dict[str, dict[str, str]] = {
         "announce": "success",
     },
     "example_scriptrunner_retries": {"load_flaky_source": "success"},
+    "example_scriptrunner_taskflow": {
+        "pick_table": "success",
+        "table_stats": "success",
+        "check_rows": "success",
+    },
+    "example_scriptrunner_taskflow_mapped": {
+        "list_tables": "success",
+        "row_count[0]": "success",
+        "row_count[1]": "success",
+        "row_count[2]": "success",
+        "total_rows": "success",
+    },
+    "example_scriptrunner_asset_producer": {"export_orders": "success"},
+    "example_scriptrunner_asset_consumer": {"which_job": "success"},
 }
+
+
+TABLES = ["orders", "customers", "payments"]
+ORDERS_STATS = {"table": "orders", "rows": 42, "columns": ["id", "created_at"]}
 
 
 def _dagbag():
@@ -271,3 +289,71 @@ def check_retries(result, server):
     assert final["job_id"] == second["jobId"] != first["jobId"]  # the retry ran a new job
     assert final["stdout"] == "second try: succeeded\n"
     assert result.xcom("load_flaky_source", key="job_id") == second["jobId"]
+
+
+@checks("example_scriptrunner_taskflow")
+def check_taskflow(result, server):
+    stats = result.xcom("table_stats")
+    assert_succeeded_job(stats)
+    assert stats["result"] == ORDERS_STATS  # output_processor=json.loads over the whole stdout
+    assert json.loads(stats["stdout"]) == ORDERS_STATS
+    assert result.xcom("check_rows") == "orders has 42 rows"
+    assert stats["stderr"] == "checking orders\n"  # the script got what the decorated function returned
+    assert result.rendered_fields("table_stats")["args"] == ["orders"]
+
+
+@checks("example_scriptrunner_taskflow_mapped")
+def check_taskflow_mapped(result, server):
+    counts = [result.xcom("row_count", map_index=i) for i in range(3)]
+    for count in counts:
+        assert_succeeded_job(count)
+        assert count["result"] == 42  # output_processor=int
+    assert [count["stderr"] for count in counts] == [f"counting rows of {t}\n" for t in TABLES]
+    assert len({count["job_id"] for count in counts}) == 3
+    assert result.xcom("total_rows") == 126
+
+
+@checks("example_scriptrunner_asset_producer")
+def check_asset_producer(result, server):
+    export = result.xcom("export_orders")
+    assert_succeeded_job(export)
+    assert export["result"] == ORDERS_STATS
+    [extra] = result.asset_event_extras("orders_stats")
+    assert extra == {
+        "scriptrunner": {
+            "job_id": export["job_id"],
+            "script_id": "table-stats",
+            "exit_code": 0,
+            "duration_ms": export["duration_ms"],
+        }
+    }
+
+
+@checks("example_scriptrunner_asset_consumer")
+def check_asset_consumer(result, server):
+    assert result.xcom("which_job") == []  # run by hand: no triggering event (the e2e runs it on one)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.mark.skipif(
+    DAGS_TEST_BROKEN, reason="`airflow dags test` itself fails on Airflow 3.2 (see DAGS_TEST_BROKEN)"
+)
+def test_the_readme_first_dag_runs(tmp_path, example_server, airflow_home):
+    """README's "A first DAG" is code that runs: the decorator's result reaches the next task."""
+    section = README.read_text(encoding="utf-8").split("### 4. A first DAG", 1)[1]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "hello_scriptrunner.py").write_text(source, encoding="utf-8")
+    result = run_dag_test(
+        "hello_scriptrunner",
+        dags_folder=tmp_path,
+        airflow_home=airflow_home,
+        scriptrunner_url=example_server.url,
+        timeout=180,
+        migrate_first=False,
+    )
+    assert result.states == {"greet": "success", "shout": "success"}, result.output[-6000:]
+    greeting = result.xcom("greet")["result"]  # the example server's greet.sh adds a line of its own
+    assert greeting.startswith("Hello, Airflow!") and greeting == greeting.strip()
+    assert result.xcom("shout") == greeting.upper()

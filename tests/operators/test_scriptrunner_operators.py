@@ -242,6 +242,7 @@ def test_success_returns_result_and_pushes_job_id(conn, requests_mock, task_log)
         "job_id": JOB, "script_id": "quick-echo", "status": "succeeded", "exit_code": 0,
         "stdout": "héllo\nworld\n", "stderr": "warn\n", "stdout_truncated": False, "stderr_truncated": False,
         "duration_ms": 990, "started_at": "2026-01-01T00:00:00.010Z", "ended_at": "2026-01-01T00:00:01.000Z",
+        "result": None,  # no output_processor
     }  # fmt: skip
     json.dumps(result)
     assert (

@@ -377,6 +377,7 @@ def test_serialize_round_trip():
         "log_offsets": {"stdout": 10, "stderr": 3},
         "log_page_bytes": 1024,
         "max_consecutive_errors": 4,
+        "end_task": None,
     }
     # The rebuilt trigger holds the limits themselves, not text to parse.
     assert rebuilt.deadline == Deadline(1_800_000_123.5, "execution_timeout", 20.0)
