@@ -6,6 +6,10 @@ server reports them.
 The ``work`` script records each run in a pid file, ``<marks>/<tag>.runs`` (one line with its
 pid per run), and when it starts while an earlier run for the same tag is still alive, it
 writes ``<its pid> <the live one's pid>`` to ``<marks>/<tag>.overlaps``: two copies at once.
+Its first run for a tag works ``FIRST_SECONDS`` and exits ``FIRST_EXIT``; later runs work
+``LATER_SECONDS`` and exit ``LATER_EXIT`` (default 0). With ``LINES`` > 0 it also writes
+``line K of LINES of TAG`` to stdout, one a second from its start (the rest at its end), and
+one line to stderr.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from airflow_provider_scriptrunner.testing.harness import ScriptRunnerServerProc
 from tests.e2e.deployment import wait_for
 
 WORK_SCRIPT = """#!/bin/sh
-# usage: work TAG FIRST_SECONDS FIRST_EXIT LATER_SECONDS
-tag="$1"; marks="{marks}"
+# usage: work TAG FIRST_SECONDS FIRST_EXIT LATER_SECONDS [LINES [LATER_EXIT]]
+tag="$1"; marks="{marks}"; lines="${{5:-0}}"
 touch "$marks/$tag.runs"
 for pid in $(cat "$marks/$tag.runs"); do
     state=$(sed 's/.*) \\(.\\).*/\\1/' "/proc/$pid/stat" 2>/dev/null)
@@ -33,10 +37,15 @@ for pid in $(cat "$marks/$tag.runs"); do
 done
 echo $$ >> "$marks/$tag.runs"
 n=$(wc -l < "$marks/$tag.runs")
-if [ "$n" -eq 1 ]; then secs="${{2:-0}}"; code="${{3:-0}}"; else secs="${{4:-0}}"; code=0; fi
+if [ "$n" -eq 1 ]; then secs="${{2:-0}}"; code="${{3:-0}}"; else secs="${{4:-0}}"; code="${{6:-0}}"; fi
 echo "run $n of $tag (pid $$): working $secs s, then exit $code"
-i=0
-while [ "$i" -lt $((secs * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+if [ "$lines" -gt 0 ]; then echo "run $n of $tag: a line on stderr" >&2; fi
+i=0; k=0
+while [ "$i" -lt $((secs * 10)) ]; do
+    if [ $((i % 10)) -eq 0 ] && [ "$k" -lt "$lines" ]; then k=$((k + 1)); echo "line $k of $lines of $tag"; fi
+    sleep 0.1; i=$((i + 1))
+done
+while [ "$k" -lt "$lines" ]; do k=$((k + 1)); echo "line $k of $lines of $tag"; done
 echo "run $n of $tag done"
 exit "$code"
 """
