@@ -47,13 +47,18 @@ def _listener_manager() -> Any:
     return get_listener_manager()
 
 
+#: Listeners that need not hear of a task's end: this provider's own, and Airflow's example
+#: listener (registered under ``[core] load_examples``, which only logs).
+IGNORED_LISTENER_MODULES = ("airflow_provider_scriptrunner", "airflow.example_dags")
+
+
 def other_listeners() -> list[str]:
-    """The listener plugins of this process other than this provider's own, by name."""
+    """The listener plugins of this process, by name, but for :data:`IGNORED_LISTENER_MODULES`."""
     names = []
     for listener in _listener_manager().pm.get_plugins():
         name = getattr(listener, "__name__", None) or type(listener).__name__
         module = getattr(listener, "__module__", None) or name
-        if not str(module).startswith("airflow_provider_scriptrunner"):
+        if not str(module).startswith(IGNORED_LISTENER_MODULES):
             names.append(str(name))
     return sorted(names)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import pytest
 from airflow.sdk import DAG, Asset
@@ -75,7 +76,7 @@ def test_a_mapped_downstream_task_keeps_the_end_in_a_worker():
     assert run._needs_worker_to_end() == "a mapped downstream task needs the length a worker records"
 
 
-def test_the_listener_list_leaves_out_this_providers_own(monkeypatch):
+def test_the_listener_list_leaves_out_this_providers_own_and_airflows_example(monkeypatch):
     monkeypatch.undo()  # the real other_listeners
     from airflow_provider_scriptrunner import _compat, listener
 
@@ -86,7 +87,8 @@ def test_the_listener_list_leaves_out_this_providers_own(monkeypatch):
                 class OpenLineageListener:
                     pass
 
-                return {listener, OpenLineageListener()}
+                example = types.ModuleType("airflow.example_dags.plugins.event_listener")
+                return {listener, example, OpenLineageListener()}
 
     monkeypatch.setattr(_compat, "_listener_manager", lambda: Manager)
     assert _compat.other_listeners() == ["OpenLineageListener"]
