@@ -15,6 +15,10 @@ Modules, one per benchmark:
   the memory the operator's log streaming needs.
 * :mod:`benchmarks.requests_per_job`: HTTP requests made for a 60 s job in worker and deferred
   mode, and how soon the operator sees the end of a 0.1 s script.
+* :mod:`benchmarks.triggerer_capacity`: 1,000 and 5,000 deferred run-script tasks in one real
+  ``airflow triggerer`` (SQLite, no worker), next to Airflow's ``DateTimeTrigger`` and
+  ``HttpSensorTrigger``: the whole triggerer's CPU, memory and open files, how soon a job's end
+  reaches the database, and every line of the scripts' output in the per-task trigger logs.
 
 Every server is bound to 127.0.0.1, started in its own process group and stopped when its
 benchmark ends, whatever happens.

@@ -1,7 +1,7 @@
 """
 ``python -m benchmarks`` (``make bench``): run the benchmarks, print the table, write RESULTS.md.
 
-``--only sync,logs,fan-in,requests`` runs a subset and only prints it (RESULTS.md is written by
+``--only sync,logs,fan-in,requests,triggerer,trigger-end`` runs a subset and only prints it (RESULTS.md is written by
 full runs only). Everything runs in a scratch directory that is removed afterwards; every server
 is stopped by the benchmark that started it.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ from benchmarks._common import (
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 #: Everything below this line in RESULTS.md is written by hand and kept by every run.
 NOTES_MARKER = "<!-- Notes below this line are kept by `make bench`. -->"
-NAMES = ("sync", "logs", "fan-in", "requests")
+NAMES = ("sync", "logs", "fan-in", "requests", "triggerer", "trigger-end")
 
 METHOD = """\
 How each row is measured (details in each module's docstring, `benchmarks/*.py`):
@@ -60,6 +61,17 @@ How each row is measured (details in each module's docstring, `benchmarks/*.py`)
   target is a bound that does not grow with the output: 4 pages plus max_output_bytes.
 - Requests per job: a real 60 s job per mode, both at once, counted from each server's request log;
   the 0.1 s script is timed from `execute()` to its return (submit and final log reads included).
+- Triggerer capacity: one real `airflow triggerer` (Airflow's supervisor and its trigger-runner
+  subprocess, SQLite, no scheduler, no worker) per trial; N + 1 task instances of a mapped task in
+  one DAG run, deferred by a child process through the operators' own deferral (the run operator's
+  `_defer`, the sensors' `execute`) into `Trigger` rows built from each trigger's `serialize()`; the
+  last one a warm-up. Jobs from the mock server write a stdout line every 5 s and end evenly over
+  10 s, the first one 21 s after a live window of at least 20 s with every trigger running (seen by
+  its per-task trigger log file). CPU (user + system of every process of the triggerer), RSS and open
+  file descriptors from psutil, sampled every second; CPU per trigger per poll = CPU s in the live
+  window / (window / 10 s) / N; latency = `task_instance.scheduled_dttm` (written by
+  `Trigger.submit_event`) - job end, split at the trigger's "Trigger fired event" log line; output
+  lines are read back from every per-task trigger log file.
 - Rows marked "(before)" run the code as it was before the benchmarks' fixes, side by side.
 """
 
@@ -98,16 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(NAMES)}")
 
+    # A stop by SIGTERM unwinds like Ctrl-C: every benchmark stops what it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="scriptrunner-bench-"))
     try:
         prepare_environment(workdir)
         route_task_log(workdir / "task.log")
-        from benchmarks import fan_in, log_retrieval, requests_per_job, sync_overhead
+        from benchmarks import (
+            fan_in,
+            log_retrieval,
+            requests_per_job,
+            sync_overhead,
+            trigger_end,
+            triggerer_capacity,
+        )
 
         info = machine_info()
         info["load average (1/5/15 min) at start"] = load_average()
-        if "fan-in" in selected:
+        if selected & {"fan-in", "triggerer"}:
             fan_in.ensure_http_provider()
             info["apache-airflow-providers-http"] = machine_info()["apache-airflow-providers-http"]
         rows: list[Row] = []
@@ -130,6 +151,18 @@ def main(argv: list[str] | None = None) -> int:
                 sections["Trigger fan-in against trigger count"] = fan_in.growth_table(fan_details["summary"])
             if long_jobs is not None:
                 rows += long_jobs.rows()
+        # Alone on the machine: the triggerer's CPU is what it measures.
+        if "triggerer" in selected:
+            capacity_rows, capacity_details = triggerer_capacity.run(workdir)
+            rows += capacity_rows
+            sections["Triggerer capacity against trigger count"] = triggerer_capacity.growth_table(
+                capacity_details["trials"]
+            )
+        # Real Airflow components (the e2e deployment): alone on the machine, like the triggerer.
+        if "trigger-end" in selected:
+            end_rows, end_details = trigger_end.run(workdir)
+            rows += end_rows
+            sections["A deferred task that ends in the triggerer"] = trigger_end.section(end_details)
         info["load average (1/5/15 min) at end"] = load_average()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

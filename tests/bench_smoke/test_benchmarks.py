@@ -8,9 +8,11 @@ broke the deferred-mode run of the requests-per-job benchmark, found only by a f
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from benchmarks import fan_in, log_retrieval, requests_per_job, sync_overhead
+from benchmarks import fan_in, log_retrieval, requests_per_job, sync_overhead, triggerer_capacity
 from benchmarks._common import Row, bundled_server, render_table
 
 
@@ -80,3 +82,46 @@ def test_fan_in_trials_run_on_both_clients_and_render(tmp_path, monkeypatch):
     assert "Trigger fan-in" in render_table(rows)
     table = fan_in.growth_table({f"ours ({b}) x {n}": s for (_, b, n), s in summary.items()})
     assert table.count("\n| 20 |") == 2
+
+
+def _started_by(tmp_path):
+    """Processes this test started that are still there: our children, or anything working in tmp_path."""
+    import psutil
+
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    for process in psutil.process_iter(["cwd"]):
+        with contextlib.suppress(psutil.Error):
+            if str(tmp_path) in (process.info["cwd"] or ""):
+                mine.add(process.pid)
+    return mine
+
+
+def test_triggerer_capacity_runs_tiny_trials_in_a_real_triggerer(tmp_path):
+    # 5 deferred run-script tasks, then 5 DateTimeTriggers, each in a real `airflow triggerer`:
+    # poll 1 s, a line of output every 0.5 s.
+    timing = triggerer_capacity.Timing(
+        poll=1, line_every=0.5, window=3, pre_end=1, end_spread=1, idle=1, ramp_base=5, drain=20
+    )
+    kind, floor = triggerer_capacity.SCRIPTRUNNER, triggerer_capacity.DATETIME
+    _, details = triggerer_capacity.run(tmp_path, trials=((kind, 5), (floor, 5)), timing=timing)
+    assert not _started_by(tmp_path)
+    assert not details["failed"]
+    assert details["trials"][(floor, 5)]["events"] == 5
+    s = details["trials"][(kind, 5)]
+    assert (s["events"], s["missing"], s["running_by_window"]) == (5, 0, 5)
+    assert s["lines_written"] > 5 and s["lines_logged"] == s["lines_written"]
+    assert (s["lines_lost"], s["lines_doubled"], s["lines_foreign"]) == (0, 0, 0)
+    assert s["cpu_ms_per_trigger_poll"] > 0 and s["polls_per_s"] > 0
+    # One open trigger log file per running trigger, in the supervisor.
+    assert s["fds_live"]["supervisor"] >= s["fds_idle"]["supervisor"] + 5
+    assert 0 < s["p50"] <= s["p99"] < 10
+    # Every row and the table render from such a trial, standing in for each kind and size.
+    stand_in = {
+        (k, n): {**s, "kind": k, "count": n}
+        for k in triggerer_capacity.KINDS
+        for n in (triggerer_capacity.TARGET_COUNT, triggerer_capacity.LARGE_COUNT)
+    }
+    rows = triggerer_capacity.rows(stand_in, timing)
+    assert len(rows) == 11 and all(isinstance(row, Row) for row in rows)
+    assert "Triggerer capacity" in render_table(rows)
+    assert triggerer_capacity.growth_table(stand_in).count("\n| 1,000 |") == 4

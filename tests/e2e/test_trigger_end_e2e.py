@@ -2,7 +2,8 @@
 ``end_in_triggerer`` on real Airflow (see conftest.py), issue 17 section 2: a deferred job that
 succeeds, or is skipped by ``skip_on_exit_code``, ends its task in the triggerer (no worker runs
 again after the job), with the return value, the log and the job record a worker would leave; a
-failure falls back to the worker and its retries. The last test measures both ways side by side.
+failure falls back to the worker and its retries. The last test measures both ways side by side
+(``make bench`` runs it too: benchmarks/trigger_end.py).
 DAGs: dags/e2e_trigger_end_dags.py.
 
 Worker starts are counted in the scheduler's log: the executor reports every workload it ran to
@@ -60,6 +61,8 @@ CPU_ROWS = (
     ("all", "all components"),
 )
 END_AFTER_EVENT_TARGET = 2.0
+#: When set, the measurement also writes its figures as JSON to this path (benchmarks/trigger_end.py).
+RESULTS_JSON_VAR = "TRIGGER_END_RESULTS_JSON"
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +361,8 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} / {max(values):.2f}"
 
 
-def render_table(batches: dict[bool, dict[str, Any]], first: dict[str, float], version: str) -> str:
+def comparison_table(batches: dict[bool, dict[str, Any]]) -> str:
+    """The markdown table of both ways side by side: end_in_triggerer False (before) and True (after)."""
     rows = [
         ("worker starts per job", lambda b: " ".join(str(j["starts"]) for j in b["jobs"])),
         *(
@@ -378,12 +382,20 @@ def render_table(batches: dict[bool, dict[str, Any]], first: dict[str, float], v
             lambda b: _stats([j["job_end_to_ti_end"] for j in b["jobs"]]),
         ),
     ]
+    return "\n".join(
+        [
+            "| | end_in_triggerer=False (before) | end_in_triggerer=True (after) |",
+            "|---|---|---|",
+            *(f"| {name} | {cell(batches[False])} | {cell(batches[True])} |" for name, cell in rows),
+        ]
+    )
+
+
+def render_table(batches: dict[bool, dict[str, Any]], first: dict[str, float], version: str) -> str:
     lines = [
         f"Airflow {version}, {MEASURED_JOBS} deferred jobs each way (4-12 s, poll_interval=1), LocalExecutor, SQLite",
         "",
-        "| | end_in_triggerer=False (before) | end_in_triggerer=True (after) |",
-        "|---|---|---|",
-        *(f"| {name} | {cell(batches[False])} | {cell(batches[True])} |" for name, cell in rows),
+        comparison_table(batches),
         "",
         (
             "per job (after): job end -> event / event -> task end / 'ends here' line -> task end /"
@@ -403,6 +415,10 @@ def render_table(batches: dict[bool, dict[str, Any]], first: dict[str, float], v
     return "\n".join(lines)
 
 
+@pytest.mark.skipif(
+    not os.environ.get(RESULTS_JSON_VAR),
+    reason="a measurement with timing targets: `make bench` runs it (benchmarks/trigger_end.py)",
+)
 def test_measure_worker_starts_and_end_latency_with_and_without_end_in_triggerer(
     airflow, api, server_view, marks, first_end
 ):
@@ -414,6 +430,17 @@ def test_measure_worker_starts_and_end_latency_with_and_without_end_in_triggerer
     MEASUREMENT_FILE.parent.mkdir(parents=True, exist_ok=True)
     with MEASUREMENT_FILE.open("a", encoding="utf-8") as handle:
         handle.write(f"## {time.strftime('%Y-%m-%d %H:%M:%S')}\n\n{table}\n\n")
+    if os.environ.get(RESULTS_JSON_VAR):
+        results = {
+            "airflow_version": airflow_package.__version__,
+            "jobs_per_way": MEASURED_JOBS,
+            "end_after_event_target": END_AFTER_EVENT_TARGET,
+            "before": batches[False],
+            "after": batches[True],
+            "first_end": first_end,
+            "table": comparison_table(batches),
+        }
+        Path(os.environ[RESULTS_JSON_VAR]).write_text(json.dumps(results, indent=1), encoding="utf-8")
 
     # Before: two worker starts per deferred job; after: one.
     assert [j["starts"] for j in batches[False]["jobs"]] == [2] * MEASURED_JOBS, table
