@@ -29,7 +29,8 @@ def example_scriptrunner_asset_consumer():
     @task
     def which_job(triggering_asset_events=None) -> list[str]:
         jobs = []
-        for event in (triggering_asset_events or {}).get(ORDERS_STATS, []):
+        # Empty when the run was not triggered by the asset (e.g. started by hand).
+        for event in triggering_asset_events[ORDERS_STATS] if triggering_asset_events else []:
             run = event.extra["scriptrunner"]
             print(f"{ORDERS_STATS.name} came from job {run['job_id']} of script {run['script_id']}")
             jobs.append(run["job_id"])
