@@ -47,9 +47,12 @@ with create_session() as session:
                 XComModel.dag_id == dag_id, XComModel.run_id == run.run_id,
                 XComModel.task_id == ti.task_id, XComModel.map_index == ti.map_index)).all()
             values = {x.key: x.value for x in xcoms if not x.key.startswith("_link_")}
-            rendered = session.scalars(select(RTIF.rendered_fields).where(
-                RTIF.dag_id == dag_id, RTIF.run_id == run.run_id,
-                RTIF.task_id == ti.task_id, RTIF.map_index == ti.map_index)).first()
+            if hasattr(RTIF, "task_instance_id"):  # Airflow 3.4: keyed by the task instance's id
+                which = [RTIF.task_instance_id == ti.id]
+            else:
+                which = [RTIF.dag_id == dag_id, RTIF.run_id == run.run_id,
+                         RTIF.task_id == ti.task_id, RTIF.map_index == ti.map_index]
+            rendered = session.scalars(select(RTIF.rendered_fields).where(*which)).first()
             out["tasks"].append({"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
                                  "try_number": ti.try_number, "xcom": values, "rendered": rendered or {}})
         events = session.execute(select(AssetModel.name, AssetEvent.extra).join(
