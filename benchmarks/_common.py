@@ -8,7 +8,9 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -235,3 +237,15 @@ def machine_info() -> dict[str, str]:
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def stop_group(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM the process group of ``process``, SIGKILL whatever of it is left after ``grace`` seconds."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -15,18 +15,16 @@ executor events, times come from the task instances, the jobs and the trigger lo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import PACKAGE_ROOT, Row, log
+from benchmarks._common import PACKAGE_ROOT, Row, log, stop_group
 
 NAME = "Trigger-side end"
 TEST = (
@@ -41,18 +39,6 @@ TEST_TIMEOUT = 900.0
 STOP_GRACE = 120.0
 #: pytest -q's last line when the one test failed, with no error in a fixture.
 ONE_FAILURE = re.compile(r"^1 failed(?:, \d+ warnings?)? in ")
-
-
-def _stop_group(process: subprocess.Popen[Any], grace: float) -> None:
-    """SIGTERM the process group of ``process`` (the test tears its deployment down), SIGKILL it after ``grace``."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def _run_test(workdir: Path, results: Path, output: Path) -> int:
@@ -81,7 +67,7 @@ def _run_test(workdir: Path, results: Path, output: Path) -> int:
                 f"{TEST} did not finish within {TEST_TIMEOUT:g} s; its output ends:\n{_tail(output)}"
             ) from None
         finally:
-            _stop_group(process, STOP_GRACE)
+            stop_group(process, STOP_GRACE)
 
 
 def _tail(output: Path, lines: int = 60) -> str:

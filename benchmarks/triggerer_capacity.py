@@ -51,7 +51,6 @@ import json
 import os
 import random
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -62,7 +61,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import CONN_ENV, HOST, PACKAGE_ROOT, Row, log, percentile
+from benchmarks._common import CONN_ENV, HOST, PACKAGE_ROOT, Row, log, percentile, stop_group
 
 SCRIPTRUNNER = "ScriptRunnerJobTrigger"
 #: The same trigger as the run operator defers it with ``stream_logs=False`` (no live output).
@@ -481,18 +480,6 @@ def airflow_env(home: Path, port: int, capacity: int | None = None) -> dict[str,
     return env
 
 
-def _stop_group(process: subprocess.Popen[Any], grace: float) -> None:
-    """SIGTERM the process group of ``process``, SIGKILL it after ``grace`` seconds."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # whatever of the group is left
-    process.wait()
-
-
 def _child_command(mode: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "benchmarks.triggerer_capacity", "--child", mode, *args]
 
@@ -540,7 +527,7 @@ def triggerer(home: Path, env: dict[str, str], name: str) -> Iterator[subprocess
     try:
         yield process
     finally:
-        _stop_group(process, TRIGGERER_STOP_GRACE)
+        stop_group(process, TRIGGERER_STOP_GRACE)
         output.close()
 
 
@@ -645,7 +632,7 @@ def profiling(prefix: Path, pid: int, seconds: float) -> Iterator[dict[str, Any]
             try:
                 recorder.wait(30)
             except subprocess.TimeoutExpired:
-                _stop_group(recorder, 5)
+                stop_group(recorder, 5)
             output = Path(f"{prefix}-{role}.txt")
             if output.exists():
                 profile[role] = summarize_profile(output.read_text(), int(seconds) * PROFILE_RATE)
@@ -914,7 +901,7 @@ def run_trial(
                 child.stdin.flush()
                 _read_marker(child, f"{name}: clearing what is left of the trial")
         if child.poll() is None:
-            _stop_group(child, 5)
+            stop_group(child, 5)
         if child.stdout is not None:
             child.stdout.close()
         if child.stdin is not None:
